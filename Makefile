@@ -1,0 +1,31 @@
+# The README's two set-up commands: `make train` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: train test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@# PyTorch is only a test oracle and benchmark rival: take the CPU wheel where this
+	@# machine has it offline, and go on without it elsewhere (those tests then skip).
+	$(PY) -m pip install --quiet --no-index torch==2.13.0 \
+	  || echo "note: PyTorch not installed offline; PyTorch-oracle tests will be skipped"
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m gpucnn.train $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m gpucnn.bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs

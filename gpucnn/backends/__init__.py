@@ -1,0 +1,27 @@
+"""The dispatch seam: the one place where an op picks its NumPy or its CUDA implementation.
+
+`cpu` and `cuda` define the same functions with the same arguments (NCHW arrays, 2-tuples
+for kernel, stride and padding). Layers call `ops_for(x).conv2d_forward(...)` and never
+look at the backend themselves. 1D layers use these 2D ops with H = 1.
+
+    conv2d_forward(x, w, b, stride, padding) -> y                 (b may be None)
+    conv2d_backward_data(dy, w, x_shape, stride, padding) -> dx
+    conv2d_backward_weight(x, dy, w_shape, stride, padding) -> dw
+    conv2d_backward_bias(dy) -> db
+    max_pool2d_forward(x, kernel, stride) -> (y, argmax)      argmax: int32 index ky*KW+kx in the window
+    max_pool2d_backward(dy, argmax, x_shape, kernel, stride) -> dx
+    avg_pool2d_forward(x, kernel, stride) -> y
+    avg_pool2d_backward(dy, x_shape, kernel, stride) -> dx
+    relu_forward(x) -> y
+    relu_backward(dy, y) -> dx
+"""
+from .. import cuda
+
+
+def ops_for(x):
+    """The backend module for the device that x lives on."""
+    if cuda.is_cuda_array(x):
+        from . import cuda as cuda_ops
+        return cuda_ops
+    from . import cpu
+    return cpu

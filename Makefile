@@ -12,9 +12,9 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
-	@# PyTorch is only a test oracle and benchmark rival: take the CPU wheel where this
-	@# machine has it offline, and go on without it elsewhere (those tests then skip).
-	$(PY) -m pip install --quiet --no-index torch==2.13.0 \
+	@# PyTorch is only a test oracle and benchmark rival. Its CPU build lies on our dev and CI
+	@# machines' disk; PyPI has no "+cpu" build, so elsewhere this fails fast and those tests skip.
+	$(PY) -m pip install --quiet "torch==2.13.0+cpu" \
 	  || echo "note: PyTorch not installed offline; PyTorch-oracle tests will be skipped"
 	touch $(STAMP)
 

@@ -1,0 +1,7 @@
+"""gpucnn: a convolutional-network library whose GPU path is its own CUDA kernels
+(loaded by CuPy) and whose CPU path is NumPy, behind one PyTorch-style layer API."""
+from . import cuda, functional, nn, optim
+from .nn.init import manual_seed
+
+__version__ = "0.1.0"
+__all__ = ["cuda", "functional", "manual_seed", "nn", "optim", "__version__"]

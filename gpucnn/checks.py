@@ -1,0 +1,87 @@
+"""Input validation. Every message names the layer, the rule and the value it got,
+the way PyTorch words it, and every check runs before any kernel launches."""
+import numpy as np
+
+from . import cuda
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def shape_str(shape):
+    return "[" + ", ".join(str(int(s)) for s in shape) + "]"
+
+
+def tuple_arg(layer, name, value, n):
+    """An int or an n-tuple of ints as an n-tuple (PyTorch's `_pair`)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),) * n
+    if isinstance(value, (tuple, list)) and len(value) == n and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value
+    ):
+        return tuple(int(v) for v in value)
+    raise ValueError(f"{layer}: {name} must be an int or a tuple of {n} ints, but got {name}={value!r}")
+
+
+def positive(layer, name, value):
+    values = value if isinstance(value, tuple) else (value,)
+    if not isinstance(value, tuple) and not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{layer}: {name} must be a positive int, but got {name}={value!r}")
+    if any(v <= 0 for v in values):
+        raise ValueError(f"{layer}: {name} must be positive, but got {name}={value}")
+    return value
+
+
+def non_negative(layer, name, value):
+    if any(v < 0 for v in value):
+        raise ValueError(f"{layer}: {name} must be non-negative, but got {name}={value}")
+    return value
+
+
+def float_array(layer, name, x):
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{layer}: expected {name} to be a numpy or cupy array, but got {type(x).__name__}")
+    if x.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{layer}: expected {name} of dtype float32 or float64, but got {x.dtype}")
+
+
+def rank(layer, x, ndim, layout):
+    if x.ndim != ndim:
+        raise ValueError(
+            f"{layer}: expected {ndim}D input {layout}, but got input of shape {shape_str(x.shape)} ({x.ndim}D)"
+        )
+
+
+def channels(layer, x, expected):
+    got = x.shape[1]
+    if got != expected:
+        raise ValueError(
+            f"{layer}: expected input{shape_str(x.shape)} to have {expected} channels, "
+            f"but got {got} channels instead"
+        )
+
+
+def same_dtype(layer, x, **params):
+    for name, p in params.items():
+        if p is not None and p.dtype != x.dtype:
+            raise ValueError(
+                f"{layer}: input dtype ({x.dtype}) and {name} dtype ({p.dtype}) should be the same; "
+                f"convert the input or call .float() / .double() on the layer"
+            )
+
+
+def window_fits(layer, x, kernel, padding, what="kernel size"):
+    """The (padded) input must hold at least one window: H + 2P >= K in every spatial dim."""
+    spatial = x.shape[2:]
+    padded = tuple(s + 2 * p for s, p in zip(spatial, padding))
+    if any(k > s for k, s in zip(kernel, padded)):
+        sizes = " x ".join(map(str, padded))
+        ks = " x ".join(map(str, kernel))
+        raise ValueError(
+            f"{layer}: calculated padded input size per channel: ({sizes}); {what}: ({ks}); "
+            f"{what} can't be greater than actual input size (input shape {shape_str(x.shape)})"
+        )
+
+
+def output_size(size, kernel, stride, padding):
+    """The seeds' W2 = (W1 - F + 2P) / S + 1, rounded down as in every framework."""
+    return (size + 2 * padding - kernel) // stride + 1

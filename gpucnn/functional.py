@@ -1,0 +1,163 @@
+"""The layers' operations as plain functions on arrays (NumPy on "cpu", CuPy on "cuda").
+
+Each function validates its input (a ValueError worded like PyTorch's, before any kernel
+runs) and hands the work to the backend of the array's device. Modules in `gpucnn.nn`
+use the same `conv_args` / `pool_args` validation, then keep what their backward needs.
+1D ops run as 2D ops with H = 1.
+"""
+from . import checks, cuda
+from .backends import ops_for
+
+_LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)"}
+
+
+def as_2d(x, nd):
+    """(N, C, L) -> (N, C, 1, L) view for the 2D ops; 2D input unchanged."""
+    return x[:, :, None, :] if nd == 1 else x
+
+
+def from_2d(y, nd):
+    return y[:, :, 0, :] if nd == 1 else y
+
+
+def _lift(t, nd, fill):
+    """A 1-tuple of a 1D layer's kernel/stride/padding as the 2D op's (fill, value)."""
+    return (fill,) + t if nd == 1 else t
+
+
+def conv_args(layer, x, weight, bias, stride, padding, nd):
+    """Validate a convolution call; returns (stride, padding) as the 2D ops' 2-tuples."""
+    stride = checks.positive(layer, "stride", checks.tuple_arg(layer, "stride", stride, nd))
+    padding = checks.non_negative(layer, "padding", checks.tuple_arg(layer, "padding", padding, nd))
+    checks.float_array(layer, "input", x)
+    checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
+    if weight.ndim != nd + 2:
+        raise ValueError(f"{layer}: expected a {nd + 2}D weight, but got weight of shape {checks.shape_str(weight.shape)}")
+    cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
+    checks.same_dtype(layer, x, weight=weight, bias=bias)
+    checks.channels(layer, x, weight.shape[1])
+    checks.window_fits(layer, x, weight.shape[2:], padding)
+    return _lift(stride, nd, 1), _lift(padding, nd, 0)
+
+
+def pool_args(layer, x, kernel_size, stride, nd):
+    """Validate a pooling call; returns (kernel, stride) as 2-tuples. stride=None means kernel_size."""
+    kernel = checks.positive(layer, "kernel_size", checks.tuple_arg(layer, "kernel_size", kernel_size, nd))
+    stride = kernel if stride is None else checks.positive(layer, "stride", checks.tuple_arg(layer, "stride", stride, nd))
+    checks.float_array(layer, "input", x)
+    checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
+    checks.window_fits(layer, x, kernel, (0,) * nd, what="pooling window")
+    return _lift(kernel, nd, 1), _lift(stride, nd, 1)
+
+
+def _conv(layer, x, weight, bias, stride, padding, nd):
+    stride, padding = conv_args(layer, x, weight, bias, stride, padding, nd)
+    y = ops_for(x).conv2d_forward(as_2d(x, nd), as_2d(weight, nd), bias, stride, padding)
+    return from_2d(y, nd)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0):
+    return _conv("conv1d", x, weight, bias, stride, padding, 1)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    return _conv("conv2d", x, weight, bias, stride, padding, 2)
+
+
+def _max_pool(layer, x, kernel_size, stride, nd):
+    kernel, stride = pool_args(layer, x, kernel_size, stride, nd)
+    y, _ = ops_for(x).max_pool2d_forward(as_2d(x, nd), kernel, stride)
+    return from_2d(y, nd)
+
+
+def _avg_pool(layer, x, kernel_size, stride, nd):
+    kernel, stride = pool_args(layer, x, kernel_size, stride, nd)
+    return from_2d(ops_for(x).avg_pool2d_forward(as_2d(x, nd), kernel, stride), nd)
+
+
+def max_pool1d(x, kernel_size, stride=None):
+    return _max_pool("max_pool1d", x, kernel_size, stride, 1)
+
+
+def max_pool2d(x, kernel_size, stride=None):
+    return _max_pool("max_pool2d", x, kernel_size, stride, 2)
+
+
+def avg_pool1d(x, kernel_size, stride=None):
+    return _avg_pool("avg_pool1d", x, kernel_size, stride, 1)
+
+
+def avg_pool2d(x, kernel_size, stride=None):
+    return _avg_pool("avg_pool2d", x, kernel_size, stride, 2)
+
+
+def relu(x):
+    checks.float_array("relu", "input", x)
+    return ops_for(x).relu_forward(x)
+
+
+def linear_args(layer, x, weight, bias):
+    checks.float_array(layer, "input", x)
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        got = x.shape[-1] if x.ndim else "no"
+        raise ValueError(
+            f"{layer}: expected input{checks.shape_str(x.shape)} to have {weight.shape[1]} features "
+            f"in its last dimension (in_features), but got {got} features instead"
+        )
+    cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
+    checks.same_dtype(layer, x, weight=weight, bias=bias)
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, on any leading shape; matmul runs on BLAS (NumPy) or cuBLAS (CuPy)."""
+    linear_args("linear", x, weight, bias)
+    y = x @ weight.T
+    return y + bias if bias is not None else y
+
+
+def log_softmax(x, axis=-1):
+    xp = cuda.get_array_module(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+def cross_entropy_args(layer, logits, target):
+    checks.float_array(layer, "input", logits)
+    checks.rank(layer, logits, 2, "(N, C) of class scores")
+    cuda.check_same_device(layer, input=logits, target=target)
+    if target.shape != logits.shape[:1]:
+        raise ValueError(
+            f"{layer}: expected target of shape {checks.shape_str(logits.shape[:1])} (one class index per "
+            f"row of input{checks.shape_str(logits.shape)}), but got target of shape {checks.shape_str(target.shape)}"
+        )
+    if target.dtype.kind not in "iu":
+        raise ValueError(f"{layer}: expected integer class indices as target, but got dtype {target.dtype}")
+    C = logits.shape[1]
+    if target.size:
+        lo, hi = int(target.min()), int(target.max())
+        if lo < 0 or hi >= C:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"{layer}: target {bad} is out of bounds for {C} classes (expected 0 <= target < {C})")
+
+
+def cross_entropy(logits, target):
+    """Mean over the batch of -log softmax(logits)[target], as torch.nn.functional.cross_entropy."""
+    cross_entropy_args("cross_entropy", logits, target)
+    xp = cuda.get_array_module(logits)
+    logp = log_softmax(logits, axis=1)
+    return float(-logp[xp.arange(len(target)), target].mean())
+
+
+def mse_args(layer, x, target):
+    checks.float_array(layer, "input", x)
+    cuda.check_same_device(layer, input=x, target=target)
+    if target.shape != x.shape:
+        raise ValueError(
+            f"{layer}: expected target of the input's shape {checks.shape_str(x.shape)}, "
+            f"but got target of shape {checks.shape_str(target.shape)}"
+        )
+
+
+def mse_loss(x, target):
+    mse_args("mse_loss", x, target)
+    return float(((x - target) ** 2).mean())

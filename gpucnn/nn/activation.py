@@ -1,0 +1,18 @@
+from .. import functional as F
+from ..backends import ops_for
+from .module import Module
+
+
+class ReLU(Module):
+    """max(x, 0); backward passes dy where the output was positive (seed 003's activation derivative)."""
+
+    def __init__(self):
+        super().__init__()
+        self._y = None
+
+    def forward(self, x):
+        self._y = F.relu(x)
+        return self._y
+
+    def backward(self, dy):
+        return ops_for(dy).relu_backward(dy, self.saved("_y"))

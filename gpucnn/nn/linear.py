@@ -1,0 +1,59 @@
+"""Flatten and Linear: the fully connected head of the seeds' INPUT -> [[CONV]*N -> POOL?]*M -> [FC]*K."""
+from .. import checks, functional as F
+from . import init
+from .module import Module, Parameter
+
+
+class Flatten(Module):
+    """Flatten dims start_dim..end_dim into one (a 5x5x2 map becomes 50 features, seed 004)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+        self._x_shape = None
+
+    def forward(self, x):
+        checks.float_array("Flatten", "input", x)
+        start = self.start_dim % x.ndim
+        end = self.end_dim % x.ndim
+        if start > end:
+            raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for input of shape {checks.shape_str(x.shape)}")
+        self._x_shape = x.shape
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+    def backward(self, dy):
+        return dy.reshape(self.saved("_x_shape"))
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Linear(Module):
+    """y = x W^T + b with W of shape (out_features, in_features), as torch.nn.Linear."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.in_features = checks.positive("Linear", "in_features", in_features)
+        self.out_features = checks.positive("Linear", "out_features", out_features)
+        self.weight = Parameter(init.kaiming_uniform((out_features, in_features), in_features))
+        self.bias = Parameter(init.bias_uniform((out_features,), in_features)) if bias else None
+        self._x = None
+
+    def forward(self, x):
+        b = self.bias.data if self.bias is not None else None
+        F.linear_args("Linear", x, self.weight.data, b)
+        self._x = x
+        y = x @ self.weight.data.T
+        return y + b if b is not None else y
+
+    def backward(self, dy):
+        x = self.saved("_x")
+        x2 = x.reshape(-1, self.in_features)
+        dy2 = dy.reshape(-1, self.out_features)
+        self.weight.accumulate(dy2.T @ x2)
+        if self.bias is not None:
+            self.bias.accumulate(dy2.sum(axis=0))
+        return dy @ self.weight.data
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

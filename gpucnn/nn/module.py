@@ -1,0 +1,173 @@
+"""Module, Parameter and Sequential: the bookkeeping every layer shares, with torch.nn's names."""
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import checks, cuda
+
+
+class Parameter:
+    """A learnable array (`.data`) and the gradient accumulated into it (`.grad`, None until backward)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.grad = None
+
+    def accumulate(self, grad):
+        self.grad = grad if self.grad is None else self.grad + grad
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype}, device={cuda.device_of(self.data)})"
+
+
+class Module:
+    """Base of every layer: y = m(x) runs forward, dx = m.backward(dy) runs backward.
+
+    Parameters and sub-modules are registered in assignment order, which fixes the order
+    and the dotted names of `parameters()` and `state_dict()` as in torch.nn.
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, dy):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def saved(self, attr):
+        """What forward kept for backward; a clear error when backward comes first."""
+        value = getattr(self, attr, None)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}: backward called before forward")
+        return value
+
+    def named_parameters(self, prefix=""):
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(prefix + name + ".")
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    def modules(self):
+        yield self
+        for m in self._modules.values():
+            yield from m.modules()
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = None
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        """Move every parameter to "cpu" or "cuda" in place (an optimizer built before keeps working)."""
+        cuda.check_device(device)
+        for p in self.parameters():
+            p.data = cuda.to_device(p.data, device)
+            if p.grad is not None:
+                p.grad = cuda.to_device(p.grad, device)
+        return self
+
+    def _cast(self, dtype):
+        for p in self.parameters():
+            p.data = p.data.astype(dtype)
+            p.grad = None
+        return self
+
+    def float(self):
+        return self._cast(np.float32)
+
+    def double(self):
+        return self._cast(np.float64)
+
+    def state_dict(self):
+        """{dotted name: NumPy array copy}, the keys, order and shapes of the torch.nn equivalent."""
+        return OrderedDict((name, cuda.as_numpy(p.data).copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into the parameters, keeping each parameter's device and dtype."""
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(
+                f"Error(s) in loading state_dict for {type(self).__name__}: "
+                f"missing keys: {missing}, unexpected keys: {unexpected}"
+            )
+        for name, p in own.items():
+            if name not in state_dict:
+                continue
+            value = cuda.as_numpy(state_dict[name])
+            if tuple(value.shape) != tuple(p.data.shape):
+                raise ValueError(
+                    f"Error(s) in loading state_dict for {type(self).__name__}: size mismatch for {name}: "
+                    f"copying a param with shape {checks.shape_str(value.shape)} from checkpoint, "
+                    f"the shape in current model is {checks.shape_str(p.data.shape)}"
+                )
+        for name, p in own.items():
+            if name in state_dict:
+                value = np.array(cuda.as_numpy(state_dict[name]), dtype=p.data.dtype)
+                p.data = cuda.to_device(value, cuda.device_of(p.data))
+        return self
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
+        return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+class Sequential(Module):
+    """Modules applied in order; backward runs them in reverse (the chain rule, seed 000)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            if not isinstance(m, Module):
+                raise ValueError(f"Sequential: argument {i} must be a Module, but got {type(m).__name__}")
+            setattr(self, str(i), m)
+
+    def __getitem__(self, i):
+        return list(self._modules.values())[i]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def forward(self, x):
+        for m in self:
+            x = m(x)
+        return x
+
+    def backward(self, dy):
+        for m in reversed(list(self)):
+            dy = m.backward(dy)
+        return dy

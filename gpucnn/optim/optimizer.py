@@ -1,0 +1,55 @@
+"""What SGD and Adam share: the parameter list, lazily created per-parameter state, and
+state_dict / load_state_dict for checkpoints."""
+import numpy as np
+
+from .. import cuda
+
+
+class Optimizer:
+    def __init__(self, params, **hyper):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if hyper.get("lr", 0) < 0:
+            raise ValueError(f"{type(self).__name__}: invalid learning rate: {hyper['lr']} (must be >= 0)")
+        if hyper.get("weight_decay", 0) < 0:
+            raise ValueError(f"{type(self).__name__}: invalid weight_decay value: {hyper['weight_decay']} (must be >= 0)")
+        self.hyper = hyper
+        self.state = {}  # parameter index -> {name: array or number}, created on first step
+
+    @property
+    def lr(self):
+        return self.hyper["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        self.hyper["lr"] = value
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.update(p, p.grad, self.state.setdefault(i, {}))
+
+    def update(self, p, grad, state):
+        raise NotImplementedError
+
+    def state_dict(self):
+        """{"hyper": {...}, "state": {index: {name: NumPy array or number}}}."""
+        state = {i: {k: cuda.as_numpy(v).copy() if hasattr(v, "shape") else v for k, v in s.items()}
+                 for i, s in self.state.items()}
+        return {"hyper": dict(self.hyper), "state": state}
+
+    def load_state_dict(self, state_dict):
+        """Restore state onto each parameter's own device and dtype."""
+        self.hyper.update(state_dict["hyper"])
+        self.state = {}
+        for i, s in state_dict["state"].items():
+            p = self.params[int(i)]
+            self.state[int(i)] = {
+                k: cuda.to_device(np.asarray(v, dtype=p.data.dtype), cuda.device_of(p.data)) if hasattr(v, "shape") else v
+                for k, v in s.items()
+            }

@@ -32,7 +32,16 @@ class Optimizer:
     def step(self):
         for i, p in enumerate(self.params):
             if p.grad is not None:
-                self.update(p, p.grad, self.state.setdefault(i, {}))
+                self.update(p, p.grad, self._state_beside(i, p))
+
+    def _state_beside(self, i, p):
+        """The parameter's state, moved along if the model was moved (m.to) after it was made."""
+        state = self.state.setdefault(i, {})
+        device = cuda.device_of(p.data)
+        for k, v in state.items():
+            if hasattr(v, "shape") and cuda.device_of(v) != device:
+                state[k] = cuda.to_device(v, device)
+        return state
 
     def update(self, p, grad, state):
         raise NotImplementedError

@@ -24,7 +24,7 @@ def tuple_arg(layer, name, value, n):
 
 def positive(layer, name, value):
     values = value if isinstance(value, tuple) else (value,)
-    if not isinstance(value, tuple) and not isinstance(value, (int, np.integer)):
+    if not isinstance(value, tuple) and (not isinstance(value, (int, np.integer)) or isinstance(value, bool)):
         raise ValueError(f"{layer}: {name} must be a positive int, but got {name}={value!r}")
     if any(v <= 0 for v in values):
         raise ValueError(f"{layer}: {name} must be positive, but got {name}={value}")
@@ -37,9 +37,13 @@ def non_negative(layer, name, value):
     return value
 
 
-def float_array(layer, name, x):
+def array(layer, name, x):
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
         raise ValueError(f"{layer}: expected {name} to be a numpy or cupy array, but got {type(x).__name__}")
+
+
+def float_array(layer, name, x):
+    array(layer, name, x)
     if x.dtype not in FLOAT_DTYPES:
         raise ValueError(f"{layer}: expected {name} of dtype float32 or float64, but got {x.dtype}")
 

@@ -124,6 +124,7 @@ def log_softmax(x, axis=-1):
 def cross_entropy_args(layer, logits, target):
     checks.float_array(layer, "input", logits)
     checks.rank(layer, logits, 2, "(N, C) of class scores")
+    checks.array(layer, "target", target)
     cuda.check_same_device(layer, input=logits, target=target)
     if target.shape != logits.shape[:1]:
         raise ValueError(
@@ -150,6 +151,7 @@ def cross_entropy(logits, target):
 
 def mse_args(layer, x, target):
     checks.float_array(layer, "input", x)
+    checks.array(layer, "target", target)
     cuda.check_same_device(layer, input=x, target=target)
     if target.shape != x.shape:
         raise ValueError(

@@ -39,7 +39,7 @@ class MSELoss(Module):
 
     def forward(self, x, target):
         F.mse_args("MSELoss", x, target)
-        self._diff = x - target
+        self._diff, self._dtype = x - target, x.dtype
         return float((self._diff ** 2).mean())
 
     def __call__(self, x, target):
@@ -47,4 +47,5 @@ class MSELoss(Module):
 
     def backward(self, dy=1.0):
         diff = self.saved("_diff")
-        return diff * (2.0 * dy / diff.size)
+        # A float64 target promotes diff; the gradient still takes the input's dtype, as in torch.
+        return (diff * (2.0 * dy / diff.size)).astype(self._dtype, copy=False)

@@ -35,12 +35,13 @@ class Optimizer:
                 self.update(p, p.grad, self._state_beside(i, p))
 
     def _state_beside(self, i, p):
-        """The parameter's state, moved along if the model was moved (m.to) after it was made."""
+        """The parameter's state, moved or cast along if the model was moved (m.to) or cast
+        (m.double()) after it was made: a float32 momentum would round every float64 step."""
         state = self.state.setdefault(i, {})
-        device = cuda.device_of(p.data)
+        device, dtype = cuda.device_of(p.data), p.data.dtype
         for k, v in state.items():
-            if hasattr(v, "shape") and cuda.device_of(v) != device:
-                state[k] = cuda.to_device(v, device)
+            if hasattr(v, "shape") and (cuda.device_of(v) != device or v.dtype != dtype):
+                state[k] = cuda.to_device(v.astype(dtype, copy=False), device)
         return state
 
     def update(self, p, grad, state):
@@ -53,12 +54,13 @@ class Optimizer:
         return {"hyper": dict(self.hyper), "state": state}
 
     def load_state_dict(self, state_dict):
-        """Restore state onto each parameter's own device and dtype."""
+        """Restore a copy of the state onto each parameter's own device and dtype."""
         self.hyper.update(state_dict["hyper"])
         self.state = {}
         for i, s in state_dict["state"].items():
             p = self.params[int(i)]
             self.state[int(i)] = {
-                k: cuda.to_device(np.asarray(v, dtype=p.data.dtype), cuda.device_of(p.data)) if hasattr(v, "shape") else v
+                k: cuda.to_device(np.array(cuda.as_numpy(v), dtype=p.data.dtype), cuda.device_of(p.data))
+                if hasattr(v, "shape") else v
                 for k, v in s.items()
             }

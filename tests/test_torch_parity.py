@@ -1,0 +1,294 @@
+"""PyTorch as the oracle: same weights and inputs give the same outputs, gradients and
+optimizer updates (float64 to 1e-12, float32 to float32 rounding), weights move through
+state_dict both ways, and initialization draws from torch's Kaiming-uniform bounds."""
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import gpucnn  # noqa: E402
+from gpucnn import nn, optim  # noqa: E402
+
+TOLERANCES = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    gpucnn.manual_seed(0)
+    torch.manual_seed(0)
+
+
+def tie_free(shape, rng):
+    """A shuffled linspace: no two values equal, so max pooling's argmax is unambiguous."""
+    return rng.permutation(np.linspace(-2, 2, int(np.prod(shape)))).reshape(shape)
+
+
+def to_torch_state(state_dict):
+    return {k: torch.from_numpy(v) for k, v in state_dict.items()}
+
+
+def from_torch_state(state_dict):
+    return {k: v.detach().numpy() for k, v in state_dict.items()}
+
+
+def assert_close(ours, theirs, dtype, what):
+    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else theirs
+    assert ours.dtype == dtype, f"{what}: dtype {ours.dtype}, expected {np.dtype(dtype)}"
+    np.testing.assert_allclose(ours, theirs, err_msg=what, **TOLERANCES[dtype])
+
+
+def compare_forward_backward(ours, theirs, x, dtype, seed=0):
+    """Load our weights into torch's module, run both forward and backward, compare all."""
+    ours = ours.double() if dtype == np.float64 else ours.float()
+    theirs = theirs.to(TORCH_DTYPES[dtype])
+    theirs.load_state_dict(to_torch_state(ours.state_dict()))
+    x = x.astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+
+    y, yt = ours(x), theirs(xt)
+    assert_close(y, yt, dtype, "output")
+    dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
+    dx = ours.backward(dy)
+    yt.backward(torch.from_numpy(dy))
+    assert_close(dx, xt.grad, dtype, "input gradient")
+    their_params = dict(theirs.named_parameters())
+    assert [name for name, _ in ours.named_parameters()] == list(their_params)
+    for name, p in ours.named_parameters():
+        assert_close(p.grad, their_params[name].grad, dtype, f"gradient of {name}")
+
+
+LAYERS = {
+    "conv2d": (lambda: nn.Conv2d(3, 4, 3), lambda: torch.nn.Conv2d(3, 4, 3), (2, 3, 7, 6)),
+    "conv2d-nonsquare": (
+        lambda: nn.Conv2d(2, 3, (3, 2), stride=(2, 3), padding=(1, 2)),
+        lambda: torch.nn.Conv2d(2, 3, (3, 2), stride=(2, 3), padding=(1, 2)), (2, 2, 8, 7)),
+    "conv2d-no-bias": (lambda: nn.Conv2d(5, 2, 1, bias=False), lambda: torch.nn.Conv2d(5, 2, 1, bias=False), (1, 5, 3, 4)),
+    "conv1d": (lambda: nn.Conv1d(3, 4, 5, stride=2, padding=2), lambda: torch.nn.Conv1d(3, 4, 5, stride=2, padding=2), (2, 3, 11)),
+    "maxpool2d": (lambda: nn.MaxPool2d(2), lambda: torch.nn.MaxPool2d(2), (2, 3, 7, 6)),
+    "maxpool2d-overlap": (lambda: nn.MaxPool2d((3, 2), stride=1), lambda: torch.nn.MaxPool2d((3, 2), stride=1), (1, 2, 5, 6)),
+    "maxpool1d": (lambda: nn.MaxPool1d(3, stride=2), lambda: torch.nn.MaxPool1d(3, stride=2), (2, 3, 10)),
+    "avgpool2d": (lambda: nn.AvgPool2d((2, 3), stride=(3, 1)), lambda: torch.nn.AvgPool2d((2, 3), stride=(3, 1)), (2, 3, 8, 6)),
+    "avgpool1d": (lambda: nn.AvgPool1d(2), lambda: torch.nn.AvgPool1d(2), (2, 3, 9)),
+    "relu": (lambda: nn.ReLU(), lambda: torch.nn.ReLU(), (3, 2, 4)),
+    "flatten": (lambda: nn.Flatten(), lambda: torch.nn.Flatten(), (2, 3, 2, 2)),
+    "linear": (lambda: nn.Linear(6, 4), lambda: torch.nn.Linear(6, 4), (5, 6)),
+    "linear-3d-input": (lambda: nn.Linear(6, 4, bias=False), lambda: torch.nn.Linear(6, 4, bias=False), (2, 5, 6)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("make_ours, make_theirs, shape", LAYERS.values(), ids=LAYERS.keys())
+def test_layer_matches_torch(make_ours, make_theirs, shape, dtype):
+    x = tie_free(shape, np.random.default_rng(1))
+    compare_forward_backward(make_ours(), make_theirs(), x, dtype)
+
+
+def lenet(lib):
+    """A LeNet-5-like net built from either library's layers (the names are the same)."""
+    return lib.Sequential(
+        lib.Conv2d(1, 6, 5, padding=2), lib.ReLU(), lib.MaxPool2d(2),
+        lib.Conv2d(6, 16, 5), lib.ReLU(), lib.AvgPool2d(2),
+        lib.Flatten(), lib.Linear(16 * 5 * 5, 120), lib.ReLU(), lib.Linear(120, 10),
+    )
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lenet_matches_torch(dtype):
+    x = np.random.default_rng(2).standard_normal((2, 1, 28, 28))
+    compare_forward_backward(lenet(nn), lenet(torch.nn), x, dtype)
+
+
+def test_lenet_state_dict_keys_order_and_shapes_equal_torch():
+    ours, theirs = lenet(nn).state_dict(), lenet(torch.nn).state_dict()
+    assert list(ours) == list(theirs)
+    assert [v.shape for v in ours.values()] == [tuple(v.shape) for v in theirs.values()]
+    assert all(v.dtype == np.float32 for v in ours.values())
+
+
+def test_repr_equals_torch_for_conv_linear_relu_flatten_sequential():
+    def net(lib):
+        return lib.Sequential(lib.Conv2d(3, 4, (3, 2), stride=2, padding=1), lib.Conv1d(3, 4, 3, bias=False),
+                              lib.ReLU(), lib.Flatten(), lib.Linear(3, 4))
+    assert repr(net(nn)) == repr(net(torch.nn))
+
+
+def test_load_state_dict_takes_torch_tensors_and_keeps_our_dtype():
+    theirs, ours = lenet(torch.nn), lenet(nn).double()
+    ours.load_state_dict(theirs.state_dict())
+    for k, v in ours.state_dict().items():
+        assert v.dtype == np.float64
+        np.testing.assert_array_equal(v, theirs.state_dict()[k].numpy())
+
+
+def test_state_dict_is_a_copy():
+    ours = lenet(nn)
+    sd = ours.state_dict()
+    sd["0.weight"][...] = 0
+    assert np.abs(ours[0].weight.data).max() > 0
+
+
+def test_weights_move_from_torch_to_ours():
+    theirs, ours = lenet(torch.nn).double(), lenet(nn).double()
+    ours.load_state_dict(from_torch_state(theirs.state_dict()))
+    x = np.random.default_rng(3).standard_normal((3, 1, 28, 28))
+    assert_close(ours(x), theirs(torch.from_numpy(x)), np.float64, "LeNet output")
+
+
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 1), (2, 1)])
+def test_max_pool_ties_go_to_the_first_maximum_as_in_torch(kernel, stride):
+    x = np.zeros((1, 1, 4, 4))
+    x[0, 0, 0, 1] = x[0, 0, 1, 1] = 1.0
+    pool = nn.MaxPool2d(kernel, stride)
+    y = pool(x)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(xt, kernel, stride).backward(torch.ones(y.shape, dtype=torch.float64))
+    np.testing.assert_array_equal(pool.backward(np.ones_like(y)), xt.grad.numpy())
+
+
+def test_relu_gradient_at_zero_is_zero_as_in_torch():
+    x = np.array([[-1.0, 0.0, 2.0]])
+    relu = nn.ReLU()
+    relu(x)
+    xt = torch.tensor(x, requires_grad=True)
+    torch.relu(xt).sum().backward()
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), xt.grad.numpy())
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1000.0, -1000.0, 0.0]], np.float32)
+    crit = nn.CrossEntropyLoss()
+    loss = crit(logits, np.array([1]))
+    want = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.tensor([1])).item()
+    assert loss == want == 2000.0
+    np.testing.assert_array_equal(crit.backward(), [[1.0, -1.0, 0.0]])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dy", [1.0, 0.3])
+def test_cross_entropy_loss_matches_torch(dtype, dy):
+    rng = np.random.default_rng(4)
+    logits, target = (4 * rng.standard_normal((6, 5))).astype(dtype), rng.integers(0, 5, size=6)
+    crit = nn.CrossEntropyLoss()
+    loss = crit(logits, target)
+    lt = torch.tensor(logits, requires_grad=True)
+    loss_t = torch.nn.functional.cross_entropy(lt, torch.from_numpy(target))
+    (loss_t * dy).backward()
+    assert isinstance(loss, float)
+    np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype])
+    assert_close(crit.backward(dy), lt.grad, dtype, "d loss / d logits")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_mse_loss_matches_torch(dtype):
+    rng = np.random.default_rng(5)
+    x, target = rng.standard_normal((2, 3, 4)).astype(dtype), rng.standard_normal((2, 3, 4)).astype(dtype)
+    crit = nn.MSELoss()
+    loss = crit(x, target)
+    xt = torch.tensor(x, requires_grad=True)
+    loss_t = torch.nn.functional.mse_loss(xt, torch.from_numpy(target))
+    loss_t.backward()
+    np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype])
+    assert_close(crit.backward(), xt.grad, dtype, "d loss / d input")
+
+
+def test_mse_gradient_keeps_the_input_dtype_with_a_float64_target():
+    x, target = np.ones((2, 2), np.float32), np.zeros((2, 2))
+    crit = nn.MSELoss()
+    xt = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.mse_loss(xt, torch.from_numpy(target)).backward()
+    crit(x, target)
+    assert_close(crit.backward(), xt.grad, np.float32, "d loss / d input")
+
+
+OPTIMIZERS = {
+    "sgd": (lambda ps: optim.SGD(ps, lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1)),
+    "sgd-momentum-wd": (lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01),
+                        lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=0.01)),
+    "adam": (lambda ps: optim.Adam(ps, lr=0.01), lambda ps: torch.optim.Adam(ps, lr=0.01)),
+    "adam-wd": (lambda ps: optim.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1),
+                lambda ps: torch.optim.Adam(ps, lr=0.02, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("make_ours, make_theirs", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_optimizer_updates_match_torch(make_ours, make_theirs, dtype):
+    """Several steps with the same gradients, some of them skipped for one parameter
+    (grad None), as when a layer is unused in a step."""
+    model = nn.Sequential(nn.Conv2d(2, 3, 2), nn.Flatten(), nn.Linear(12, 2))
+    model = model.double() if dtype == np.float64 else model.float()
+    theirs = [torch.tensor(p.data.copy(), requires_grad=True) for p in model.parameters()]
+    opt, opt_t = make_ours(model.parameters()), make_theirs(theirs)
+    rng = np.random.default_rng(6)
+    for step in range(6):
+        opt.zero_grad()
+        opt_t.zero_grad()
+        for i, (p, pt) in enumerate(zip(model.parameters(), theirs)):
+            if step == 2 and i == 0:
+                continue
+            p.grad = rng.standard_normal(p.data.shape).astype(dtype)
+            pt.grad = torch.from_numpy(p.grad.copy())
+        opt.step()
+        opt_t.step()
+        for i, (p, pt) in enumerate(zip(model.parameters(), theirs)):
+            assert_close(p.data, pt, dtype, f"parameter {i} after step {step}")
+
+
+def test_training_steps_match_torch_end_to_end():
+    """Forward, backward and SGD-with-momentum together, five steps, float64."""
+    ours, theirs = lenet(nn).double(), lenet(torch.nn).double()
+    theirs.load_state_dict(to_torch_state(ours.state_dict()))
+    opt = optim.SGD(ours.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    opt_t = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((4, 1, 28, 28)), rng.integers(0, 10, size=4)
+    crit = nn.CrossEntropyLoss()
+    for _ in range(5):
+        opt.zero_grad()
+        loss = crit(ours(x), y)
+        ours.backward(crit.backward())
+        opt.step()
+        opt_t.zero_grad()
+        loss_t = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
+        loss_t.backward()
+        opt_t.step()
+        np.testing.assert_allclose(loss, loss_t.item(), rtol=1e-10)
+    for k, v in from_torch_state(theirs.state_dict()).items():
+        np.testing.assert_allclose(ours.state_dict()[k], v, rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+INIT_LAYERS = {
+    "conv2d": (lambda lib: lib.Conv2d(3, 512, 5), 3 * 25),
+    "conv1d": (lambda lib: lib.Conv1d(2, 1024, 7), 2 * 7),
+    "linear": (lambda lib: lib.Linear(300, 1000), 300),
+}
+
+
+@pytest.mark.parametrize("make, fan_in", INIT_LAYERS.values(), ids=INIT_LAYERS.keys())
+def test_initialization_matches_torch_kaiming_uniform_bounds(make, fan_in):
+    """torch: weight ~ kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)), bias the same.
+    With >= 512 draws, the largest |value| lies within 2% of the bound almost surely."""
+    bound = 1 / math.sqrt(fan_in)
+    ours, theirs = make(nn), make(torch.nn)
+    for name in ("weight", "bias"):
+        w = getattr(ours, name).data
+        wt = getattr(theirs, name).detach().numpy()
+        assert w.dtype == np.float32 and w.shape == wt.shape
+        for values in (w, wt):  # torch itself confirms the bound we expect
+            assert np.abs(values).max() <= bound * (1 + 1e-6)
+            assert np.abs(values).max() >= 0.98 * bound
+        np.testing.assert_allclose(w.std(), bound / math.sqrt(3), rtol=0.1)  # uniform, not normal
+        assert abs(w.mean()) < 0.1 * bound
+
+
+def test_manual_seed_makes_initialization_reproducible():
+    gpucnn.manual_seed(123)
+    a = lenet(nn).state_dict()
+    gpucnn.manual_seed(123)
+    b = lenet(nn).state_dict()
+    c = lenet(nn).state_dict()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(b["0.weight"], c["0.weight"])

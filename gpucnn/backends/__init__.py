@@ -15,12 +15,13 @@ look at the backend themselves. 1D layers use these 2D ops with H = 1.
     relu_forward(x) -> y
     relu_backward(dy, y) -> dx
 """
-from .. import cuda
+# Not `from .. import cuda`: importing the submodule backends.cuda rebinds that name here.
+from ..cuda import is_cuda_array
 
 
 def ops_for(x):
     """The backend module for the device that x lives on."""
-    if cuda.is_cuda_array(x):
+    if is_cuda_array(x):
         from . import cuda as cuda_ops
         return cuda_ops
     from . import cpu

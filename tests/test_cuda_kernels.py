@@ -1,0 +1,322 @@
+"""Every CUDA kernel against the NumPy reference (`gpucnn.backends.cpu`).
+
+Each parity test runs twice: on the CPU emulator (GPUCNN_CUDA_EMULATOR=1), always, and on
+a real GPU through CuPy (`gpu` marker), skipped where there is none. Inputs are shuffled
+linspaces, so max pooling has no ties except where a test makes them on purpose.
+"""
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import gpucnn.backends.cuda as cuda_ops
+from gpucnn import checks, cuda, nn, optim
+from gpucnn.backends import cpu, launch, ops_for
+
+# The device fixture only sets an environment variable: sharing it across examples is safe.
+FEW_EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+TOLERANCES = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-5)}
+
+
+def _gpu_present():
+    try:
+        import cupy
+    except Exception:  # not installed, or built for another CUDA
+        return False
+    return cupy.cuda.is_available()
+
+
+@pytest.fixture(params=["emulator", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request, monkeypatch):
+    """Turns the named CUDA implementation on; returns a function moving a NumPy array onto it."""
+    if request.param == "emulator":
+        monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    else:
+        if not _gpu_present():
+            pytest.skip("needs CuPy and a CUDA GPU")
+        monkeypatch.delenv("GPUCNN_CUDA_EMULATOR", raising=False)
+    return lambda a: cuda.to_device(np.ascontiguousarray(a), "cuda")
+
+
+def shuffled(shape, dtype, seed=0):
+    """Distinct values in [-1, 1], in random order."""
+    size = int(np.prod(shape))
+    values = np.linspace(-1, 1, size) if size > 1 else np.full(size, 0.5)
+    return np.random.default_rng(seed).permutation(values).reshape(shape).astype(dtype)
+
+
+def assert_same(got, want, dtype):
+    assert cuda.is_cuda_array(got), type(got)
+    assert got.shape == want.shape and got.dtype == want.dtype
+    np.testing.assert_allclose(cuda.as_numpy(got), want, **TOLERANCES[dtype])
+
+
+def conv_output_shape(x_shape, w_shape, stride, padding):
+    (N, _, H, W), (O, _, KH, KW) = x_shape, w_shape
+    return (N, O, checks.output_size(H, KH, stride[0], padding[0]), checks.output_size(W, KW, stride[1], padding[1]))
+
+
+def check_conv(device, dtype, x_shape, w_shape, stride, padding):
+    """All four convolution ops on device against cpu.py."""
+    x, w = shuffled(x_shape, dtype, 1), shuffled(w_shape, dtype, 2)
+    b = shuffled(w_shape[:1], dtype, 3)
+    dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
+    assert_same(cuda_ops.conv2d_forward(device(x), device(w), device(b), stride, padding),
+                cpu.conv2d_forward(x, w, b, stride, padding), dtype)
+    assert_same(cuda_ops.conv2d_backward_data(device(dy), device(w), x_shape, stride, padding),
+                cpu.conv2d_backward_data(dy, w, x_shape, stride, padding), dtype)
+    assert_same(cuda_ops.conv2d_backward_weight(device(x), device(dy), w_shape, stride, padding),
+                cpu.conv2d_backward_weight(x, dy, w_shape, stride, padding), dtype)
+    assert_same(cuda_ops.conv2d_backward_bias(device(dy)), cpu.conv2d_backward_bias(dy), dtype)
+
+
+CONV_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
+    "seed 002: 5x5 image, 3x3 filter": ((1, 1, 5, 5), (1, 1, 3, 3), (1, 1), (0, 0)),
+    "3 channels, non-square input and kernel": ((2, 3, 7, 5), (4, 3, 3, 2), (1, 1), (1, 0)),
+    "5 channels, 1x1 kernel": ((2, 5, 4, 6), (3, 5, 1, 1), (1, 1), (0, 0)),
+    "kernel equal to input": ((2, 3, 4, 5), (2, 3, 4, 5), (1, 1), (0, 0)),
+    "stride greater than kernel": ((1, 2, 9, 8), (3, 2, 2, 2), (3, 4), (0, 0)),
+    "padding not smaller than kernel": ((1, 2, 3, 4), (2, 2, 2, 2), (1, 1), (2, 3)),
+    "(H + 2P - K) not divisible by S": ((2, 3, 8, 7), (2, 3, 3, 3), (2, 3), (1, 1)),
+    "1D as H = 1": ((2, 3, 1, 11), (4, 3, 1, 3), (1, 2), (0, 1)),
+    "channels and taps spanning several tiles": ((1, 17, 5, 5), (18, 17, 3, 3), (1, 1), (1, 1)),
+    "weight gradient summed in 3 chunks": ((4, 2, 24, 24), (3, 2, 3, 3), (1, 1), (1, 1)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
+def test_conv2d_ops_match_numpy(device, dtype, case):
+    check_conv(device, dtype, *case)
+
+
+def test_conv2d_forward_without_bias(device):
+    x, w = shuffled((2, 3, 6, 6), np.float64, 1), shuffled((4, 3, 3, 3), np.float64, 2)
+    assert_same(cuda_ops.conv2d_forward(device(x), device(w), None, (2, 1), (1, 1)),
+                cpu.conv2d_forward(x, w, None, (2, 1), (1, 1)), np.float64)
+
+
+@st.composite
+def conv_geometries(draw):
+    KH, KW = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    PH, PW = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    H = draw(st.integers(max(1, KH - 2 * PH), 8))
+    W = draw(st.integers(max(1, KW - 2 * PW), 8))
+    N, C, O = draw(st.integers(1, 2)), draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    return (N, C, H, W), (O, C, KH, KW), stride, (PH, PW)
+
+
+@FEW_EXAMPLES
+@given(geometry=conv_geometries())
+def test_conv2d_ops_match_numpy_on_random_geometry(device, geometry):
+    check_conv(device, np.float64, *geometry)
+
+
+def check_pools(device, dtype, x, kernel, stride):
+    y_want, argmax_want = cpu.max_pool2d_forward(x, kernel, stride)
+    y, argmax = cuda_ops.max_pool2d_forward(device(x), kernel, stride)
+    assert_same(y, y_want, dtype)
+    assert argmax.dtype == np.int32
+    np.testing.assert_array_equal(cuda.as_numpy(argmax), argmax_want)
+    dy = shuffled(y_want.shape, dtype, 5)
+    assert_same(cuda_ops.max_pool2d_backward(device(dy), argmax, x.shape, kernel, stride),
+                cpu.max_pool2d_backward(dy, argmax_want, x.shape, kernel, stride), dtype)
+    assert_same(cuda_ops.avg_pool2d_forward(device(x), kernel, stride), cpu.avg_pool2d_forward(x, kernel, stride), dtype)
+    assert_same(cuda_ops.avg_pool2d_backward(device(dy), x.shape, kernel, stride),
+                cpu.avg_pool2d_backward(dy, x.shape, kernel, stride), dtype)
+
+
+POOL_CASES = {  # x (N, C, H, W), kernel, stride
+    "seed 002: 4x4 map, 2x2 windows, stride 2": ((1, 1, 4, 4), (2, 2), (2, 2)),
+    "overlapping windows, 3 channels": ((2, 3, 7, 5), (3, 2), (1, 1)),
+    "seed 000: size 3 stride 3, 5 channels": ((1, 5, 9, 8), (3, 3), (3, 3)),
+    "stride greater than window": ((1, 2, 9, 9), (2, 2), (3, 4)),
+    "window equal to input": ((2, 1, 3, 4), (3, 4), (1, 1)),
+    "(H - K) not divisible by S": ((1, 2, 8, 7), (3, 2), (2, 3)),
+    "1D as H = 1": ((2, 3, 1, 10), (1, 3), (1, 2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", POOL_CASES.values(), ids=POOL_CASES.keys())
+def test_pool_ops_match_numpy(device, dtype, case):
+    x_shape, kernel, stride = case
+    check_pools(device, dtype, shuffled(x_shape, dtype), kernel, stride)
+
+
+@FEW_EXAMPLES
+@given(N=st.integers(1, 2), C=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
+       KH=st.integers(1, 4), KW=st.integers(1, 4), SH=st.integers(1, 4), SW=st.integers(1, 4))
+def test_pool_ops_match_numpy_on_random_geometry(device, N, C, H, W, KH, KW, SH, SW):
+    KH, KW = min(KH, H), min(KW, W)
+    check_pools(device, np.float64, shuffled((N, C, H, W), np.float64), (KH, KW), (SH, SW))
+
+
+def test_max_pool2d_first_maximum_wins_ties(device):
+    # Few distinct values: most windows hold their maximum more than once; overlapping windows.
+    x = np.random.default_rng(0).integers(0, 3, size=(2, 3, 6, 7)).astype(np.float32)
+    check_pools(device, np.float32, x, (3, 3), (1, 2))
+    _, argmax = cuda_ops.max_pool2d_forward(device(np.zeros((1, 1, 2, 2))), (2, 2), (2, 2))
+    assert cuda.as_numpy(argmax).item() == 0
+
+
+def test_max_pool2d_first_nan_wins(device):
+    x = shuffled((1, 2, 5, 5), np.float64)
+    x[0, 0, 1, 1] = x[0, 0, 2, 3] = x[0, 1, 0, 0] = np.nan
+    x[0, 1, 4, 4] = np.inf
+    y_want, argmax_want = cpu.max_pool2d_forward(x, (3, 3), (1, 1))
+    y, argmax = cuda_ops.max_pool2d_forward(device(x), (3, 3), (1, 1))
+    np.testing.assert_array_equal(cuda.as_numpy(y), y_want)  # NaN where the window holds one
+    np.testing.assert_array_equal(cuda.as_numpy(argmax), argmax_want)
+    assert np.isnan(y_want).sum() == 9  # 8 windows meet a NaN of channel 0, 1 window of channel 1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_relu_matches_numpy(device, dtype):
+    x = shuffled((2, 3, 4, 5), dtype)
+    x.flat[:3] = [0.0, np.nan, -0.0]
+    y = cuda_ops.relu_forward(device(x))
+    np.testing.assert_array_equal(cuda.as_numpy(y), cpu.relu_forward(x))
+    dy = shuffled(x.shape, dtype, 1)
+    y_cpu = cpu.relu_forward(x)
+    assert_same(cuda_ops.relu_backward(device(dy), y), cpu.relu_backward(dy, y_cpu), dtype)
+
+
+def test_gradients_are_bit_identical_across_runs(device):
+    x, dy = shuffled((4, 3, 20, 20), np.float32, 1), shuffled((4, 5, 20, 20), np.float32, 2)
+    pooled = shuffled((4, 3, 18, 18), np.float32, 3)
+    runs = []
+    for _ in range(2):
+        dw = cuda_ops.conv2d_backward_weight(device(x), device(dy), (5, 3, 3, 3), (1, 1), (1, 1))
+        db = cuda_ops.conv2d_backward_bias(device(dy))
+        _, argmax = cuda_ops.max_pool2d_forward(device(x), (3, 3), (1, 1))
+        dx = cuda_ops.max_pool2d_backward(device(pooled), argmax, x.shape, (3, 3), (1, 1))
+        runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx)])
+    assert runs[0] == runs[1]
+
+
+def test_weight_gradient_chunks_cover_every_position_once():
+    assert launch.weight_gradient_chunks(3, 2, 3, 3, 4 * 24 * 24) == (768, 3)
+    assert launch.weight_gradient_chunks(128, 128, 3, 3, 10**9)[1] == 1  # enough output tiles already
+    assert launch.weight_gradient_chunks(6, 1, 5, 5, 0) == (launch.GEMM_TILE, 1)
+    for positions in (1, 1000, 1025, 12345, 10**7):
+        chunk, chunks = launch.weight_gradient_chunks(6, 1, 5, 5, positions)
+        assert chunk % launch.GEMM_TILE == 0 and (chunks - 1) * chunk < positions <= chunks * chunk
+
+
+def test_grid_stride_loops_cover_work_beyond_the_grid(device, monkeypatch):
+    monkeypatch.setattr(launch, "MAX_GRID", 1)  # one block per grid dimension does all the work
+    check_conv(device, np.float64, (2, 3, 6, 5), (17, 3, 3, 2), (2, 1), (1, 1))
+    check_pools(device, np.float64, shuffled((2, 3, 7, 6), np.float64), (3, 2), (2, 1))
+
+
+def test_empty_batch_needs_no_zero_size_grid(device):
+    x, w = np.zeros((0, 3, 6, 6)), shuffled((4, 3, 3, 3), np.float64)
+    y = cuda_ops.conv2d_forward(device(x), device(w), None, (1, 1), (1, 1))
+    assert y.shape == (0, 4, 6, 6) and cuda.is_cuda_array(y)
+    dy = device(np.zeros((0, 4, 6, 6)))
+    assert cuda_ops.conv2d_backward_data(dy, device(w), x.shape, (1, 1), (1, 1)).shape == x.shape
+    assert_same(cuda_ops.conv2d_backward_weight(device(x), dy, w.shape, (1, 1), (1, 1)), np.zeros(w.shape), np.float64)
+    assert_same(cuda_ops.conv2d_backward_bias(dy), np.zeros(4), np.float64)
+    y, argmax = cuda_ops.max_pool2d_forward(device(x), (2, 2), (2, 2))
+    assert y.shape == argmax.shape == (0, 3, 3, 3)
+    assert cuda_ops.max_pool2d_backward(y, argmax, x.shape, (2, 2), (2, 2)).shape == x.shape
+    assert cuda_ops.avg_pool2d_backward(cuda_ops.avg_pool2d_forward(device(x), (2, 2), (2, 2)),
+                                        x.shape, (2, 2), (2, 2)).shape == x.shape
+    assert cuda_ops.relu_backward(device(x), cuda_ops.relu_forward(device(x))).shape == x.shape
+
+
+def test_non_contiguous_inputs_are_made_contiguous(device):
+    x, w = shuffled((2, 3, 8, 6), np.float64, 1), shuffled((4, 3, 2, 6), np.float64, 2)
+    x_view, w_view = device(x)[:, :, ::2], device(w)[..., ::2]
+    assert not x_view.flags.c_contiguous and not w_view.flags.c_contiguous
+    assert_same(cuda_ops.conv2d_forward(x_view, w_view, None, (1, 1), (0, 0)),
+                cpu.conv2d_forward(x[:, :, ::2], w[..., ::2], None, (1, 1), (0, 0)), np.float64)
+    assert_same(cuda_ops.max_pool2d_forward(x_view, (2, 2), (1, 1))[0],
+                cpu.max_pool2d_forward(x[:, :, ::2], (2, 2), (1, 1))[0], np.float64)
+
+
+def test_bad_dtypes_and_shapes_are_refused_before_launch(device):
+    x, w = device(np.zeros((1, 1, 4, 4), np.float32)), device(np.zeros((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"conv2d_forward: x dtype \(float32\) and weight dtype \(float64\)"):
+        cuda_ops.conv2d_forward(x, w, None, (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="relu_forward: expected x of dtype float32 or float64, but got int64"):
+        cuda_ops.relu_forward(device(np.zeros(3, np.int64)))
+    y, argmax = cuda_ops.max_pool2d_forward(x, (2, 2), (2, 2))
+    with pytest.raises(ValueError, match="max_pool2d_backward: expected argmax of dtype int32, but got int64"):
+        cuda_ops.max_pool2d_backward(y, argmax.astype(np.int64), x.shape, (2, 2), (2, 2))
+    with pytest.raises(ValueError, match=r"conv2d_backward_data: expected dy of shape \(1, 1, 2, 2\), but got \(1, 1, 3, 3\)"):
+        cuda_ops.conv2d_backward_data(device(np.zeros((1, 1, 3, 3))), w, (1, 1, 4, 4), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match=r"conv2d_forward: weight of shape \(1, 2, 3, 3\) has 2 input channels, but x has 1"):
+        cuda_ops.conv2d_forward(x, device(np.zeros((1, 2, 3, 3), np.float32)), None, (1, 1), (0, 0))
+
+
+def lenet():
+    nn.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),   # 28x28 -> 14x14
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.AvgPool2d(2),             # -> 10x10 -> 5x5
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    ).double()
+
+
+@pytest.mark.parametrize("optimizer", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps)],
+                         ids=["SGD", "Adam"])
+def test_lenet_forward_backward_and_step_match_cpu(device, optimizer):
+    x, target = shuffled((2, 1, 28, 28), np.float64), np.array([3, 7])
+    host, dev = lenet(), lenet().to("cuda")
+    losses, grads = [], []
+    for model, inputs in ((host, (x, target)), (dev, (device(x), device(target)))):
+        criterion, opt = nn.CrossEntropyLoss(), optimizer(model.parameters())
+        out = model(inputs[0])
+        losses.append(criterion(out, inputs[1]))
+        dx = model.backward(criterion.backward())
+        grads.append([dx] + [p.grad for p in model.parameters()])
+        opt.step()
+        losses.append(criterion(model(inputs[0]), inputs[1]))
+    assert losses[0] == pytest.approx(losses[2], rel=1e-12) and losses[1] == pytest.approx(losses[3], rel=1e-10)
+    for want, got in zip(*grads):
+        assert_same(got, want, np.float64)
+    for p_host, p_dev in zip(host.parameters(), dev.parameters()):
+        assert cuda.is_cuda_array(p_dev.data)
+        np.testing.assert_allclose(cuda.as_numpy(p_dev.data), p_host.data, rtol=1e-10, atol=1e-12)
+    assert all(cuda.is_cuda_array(v) for s in opt.state.values() for v in s.values() if hasattr(v, "shape"))
+    assert ops_for(dev[0].weight.data) is cuda_ops
+
+
+def test_conv1d_model_matches_cpu(device):
+    def model():
+        nn.manual_seed(0)
+        return nn.Sequential(nn.Conv1d(2, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool1d(2),  # 13 -> 7 -> 3
+                             nn.AvgPool1d(2, 1), nn.Flatten(), nn.Linear(4 * 2, 3)).double()      # -> 2
+    x, target = shuffled((3, 2, 13), np.float64), shuffled((3, 3), np.float64, 1)
+    host, dev = model(), model().to("cuda")
+    results = []
+    for m, inputs in ((host, (x, target)), (dev, (device(x), device(target)))):
+        criterion = nn.MSELoss()
+        loss = criterion(m(inputs[0]), inputs[1])
+        results.append([loss, m.backward(criterion.backward())] + [p.grad for p in m.parameters()])
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    for want, got in zip(results[0][1:], results[1][1:]):
+        assert_same(got, want, np.float64)
+
+
+def test_every_kernel_file_compiles_with_nvcc(tmp_path):
+    """The kernel text is real CUDA: each file, with its name expressions instantiated, for sm_80 and sm_90."""
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc is not on PATH")
+    jobs = []
+    for filename in cuda_ops.KERNEL_FILES:
+        unit = tmp_path / filename
+        instances = ", ".join(f"(void*)&{name}" for name in cuda_ops.name_expressions(filename))
+        unit.write_text(cuda_ops.kernel_source(filename) + f"\nvoid* instances[] = {{{instances}}};\n")
+        command = [nvcc, "-std=c++17", "-gencode", "arch=compute_80,code=sm_80", "-gencode",
+                   "arch=compute_90,code=sm_90", "-c", str(unit), "-o", str(unit.with_suffix(".o"))]
+        jobs.append((filename, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    for filename, job in jobs:
+        output = job.communicate()[0]
+        assert job.returncode == 0, f"{filename}:\n{output}"

@@ -1,7 +1,9 @@
 """The CUDA emulator runs real CUDA source on the CPU with CUDA's semantics, and refuses
 every launch that a GPU would run wrongly (Python scalars, strides, wrong dtypes, empty grids)."""
+import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -75,6 +77,14 @@ extern "C" __global__ void warp_shuffle_sum(const float* x, float* sums, int n) 
     }
 }
 
+extern "C" __global__ void histogram(const int* x, int* counts, float* total, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        atomicAdd(&counts[x[i]], 1);
+        atomicAdd(total, 0.5f);
+    }
+}
+
 // What each warp-level intrinsic gives every thread of a 64-thread block.
 extern "C" __global__ void warp_intrinsics(int* out) {
     const int t = threadIdx.x, lane = t % warpSize, v = 100 + t;
@@ -86,6 +96,17 @@ extern "C" __global__ void warp_intrinsics(int* out) {
     o[4] = (int)__ballot_sync(0xffffffffu, lane % 3 == 0);
     o[5] = __syncthreads_count(t % 2 == 0 && t < 40);
     o[6] = __all_sync(0xffffffffu, t < 40);
+}
+
+// Reads the second half of a shared tile that no thread of the block writes.
+extern "C" __global__ void read_unwritten_shared(float* out) {
+    __shared__ float tile[64];
+    __shared__ int count;
+    if (threadIdx.x < 32) tile[threadIdx.x] = 1.0f;
+    if (blockIdx.x == 1 && threadIdx.x == 0) count = 5;
+    __syncthreads();
+    out[blockIdx.x * 65 + threadIdx.x] = tile[threadIdx.x];
+    if (threadIdx.x == 0) out[blockIdx.x * 65 + 64] = count;
 }
 
 extern "C" __global__ void mismatched_barriers(int* out) {
@@ -128,7 +149,8 @@ def check_tiled_matmul(module, dtype):
     A, B = rng.standard_normal((M, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype)
     C = np.zeros((M, N), dtype)
     c_type = {np.float32: "float", np.float64: "double"}[dtype]
-    module.get_function(f"matmul_tiled<{c_type}, 8>")(((N + 7) // 8, (M + 7) // 8), (8, 8), (A, B, C, np.int32(M), np.int32(N), np.int32(K)))
+    grid = ((N + 7) // 8, (M + 7) // 8)
+    module.get_function(f"matmul_tiled<{c_type}, 8>")(grid, (8, 8), (A, B, C, np.int32(M), np.int32(N), np.int32(K)))
     np.testing.assert_allclose(C, A @ B, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
 
 
@@ -144,6 +166,20 @@ def test_block_reduction_in_dynamic_shared_memory(module):
     module.get_function("block_sum")((blocks,), (threads,), (x, sums, np.int32(x.size)), shared_mem=threads * 8)
     expected = np.pad(x, (0, blocks * threads - x.size)).reshape(blocks, threads).sum(axis=1)
     np.testing.assert_allclose(sums, expected, rtol=1e-12)
+
+
+def test_launches_from_several_python_threads_take_turns(module):
+    x = np.random.default_rng(4).standard_normal(1000)
+    expected = np.pad(x, (0, 24)).reshape(8, 128).sum(axis=1)
+
+    def block_sums(_):
+        sums = np.zeros(8)
+        module.get_function("block_sum")((8,), (128,), (x, sums, np.int32(x.size)), shared_mem=128 * 8)
+        return sums
+
+    with ThreadPoolExecutor(4) as pool:
+        for sums in pool.map(block_sums, range(32)):
+            np.testing.assert_allclose(sums, expected, rtol=1e-12)
 
 
 def test_3d_grid_and_block_indices(module):
@@ -166,6 +202,14 @@ def test_warp_shuffle_reduction(module):
     check_warp_shuffle_sum(module)
 
 
+def test_atomics(module):
+    x = np.random.default_rng(5).integers(0, 10, 1000).astype(np.int32)
+    counts, total = np.zeros(10, np.int32), np.zeros(1, np.float32)
+    module.get_function("histogram")(4, 256, (x, counts, total, np.int32(x.size)))
+    np.testing.assert_array_equal(counts, np.bincount(x, minlength=10))
+    assert total[0] == 500.0
+
+
 def test_warp_intrinsics_match_cuda_definitions(module):
     out = np.zeros((64, 7), np.int32)
     module.get_function("warp_intrinsics")(1, 64, (out,))
@@ -181,6 +225,14 @@ def test_warp_intrinsics_match_cuda_definitions(module):
     np.testing.assert_array_equal(out[:, 6], t < 32)
 
 
+def test_every_block_finds_shared_memory_unwritten(module):
+    out = np.zeros((3, 65), np.float32)
+    module.get_function("read_unwritten_shared")(3, 64, (out,))
+    np.testing.assert_array_equal(out[:, :32], 1.0)
+    assert np.isnan(out[:, 32:64]).all()  # in the first block too, not the previous block's values
+    np.testing.assert_array_equal(out[:, 64], [-1, 5, -1])  # all-ones bytes are int -1
+
+
 def test_threads_waiting_at_different_barriers_is_an_error(module):
     with pytest.raises(RuntimeError, match=r"mismatched_barriers: barrier deadlock in block \(0, 0, 0\): 31 threads wait "
                                            r"at __syncthreads while 1 wait at a warp barrier"):
@@ -189,7 +241,8 @@ def test_threads_waiting_at_different_barriers_is_an_error(module):
 
 def test_device_assert_becomes_an_error(module):
     x = np.array([0, 1, -5, 3], np.int32)
-    with pytest.raises(RuntimeError, match=r"checked_copy: device-side assert triggered.*assert\(x\[i\] >= 0\).*thread \(2, 0, 0\)"):
+    message = r"checked_copy: device-side assert triggered: .*kernels.cu:\d+: assert\(x\[i\] >= 0\) failed .*thread \(2, 0, 0\)"
+    with pytest.raises(RuntimeError, match=message):
         module.get_function("checked_copy")(1, 4, (x, np.empty_like(x), np.int32(4)))
 
 
@@ -227,7 +280,8 @@ def saxpy_args(n=10):
         (3, 10, r"argument 3 \(parameter type long long int\) needs a NumPy scalar of dtype int64.*got int 10"),
         (0, 1.0, r"argument 0 \(parameter type float\) needs a NumPy scalar of dtype float32.*got float"),
         (3, np.int32(10), r"argument 3 .* needs a NumPy scalar of dtype int64, but got int32"),
-        (1, np.ones(10, np.float64), r"argument 1 \(parameter type const float\*\) needs an array of dtype float32, but got dtype float64"),
+        (1, np.ones(10, np.float64), r"argument 1 \(parameter type const float\*\) needs an array of dtype float32, "
+                                     r"but got dtype float64"),
         (2, np.ones(20, np.float32)[::2], r"argument 2 .* needs a C-contiguous array"),
         (2, np.broadcast_to(np.float32(1), (10,)), r"argument 2 .* C-contiguous|argument 2 .* read-only"),
         (1, [1.0] * 10, r"argument 1 .* must be a NumPy array, but got builtins.list"),
@@ -251,7 +305,8 @@ def test_launch_refuses_a_read_only_array_for_a_mutable_pointer(module):
 
 
 def test_launch_refuses_a_wrong_argument_count(module):
-    with pytest.raises(TypeError, match=r"saxpy: the kernel takes 4 arguments \(float, const float\*, float\*, long long int\), but got 3"):
+    message = r"saxpy: the kernel takes 4 arguments \(float, const float\*, float\*, long long int\), but got 3"
+    with pytest.raises(TypeError, match=message):
         module.get_function("saxpy")(1, 32, tuple(saxpy_args()[:3]))
 
 
@@ -272,8 +327,10 @@ def test_launch_refuses_bad_configurations(module, grid, block, shared_mem, mess
 
 
 def test_unknown_kernel_name_lists_the_known_ones(module):
-    with pytest.raises(ValueError, match=r"no kernel named 'matmul_tiled<float, 16>'.*known kernels: saxpy, block_sum, "
-                                         r"indices_3d, warp_shuffle_sum, warp_intrinsics, mismatched_barriers, checked_copy, matmul_tiled<float, 8>, matmul_tiled<double, 8>"):
+    known = ", ".join([*build.extern_c_kernels(KERNELS), *NAME_EXPRESSIONS])
+    assert known.startswith("saxpy, block_sum, indices_3d, ") and known.endswith("matmul_tiled<double, 8>")
+    with pytest.raises(ValueError, match=re.escape(f"no kernel named 'matmul_tiled<float, 16>' in this module; "
+                                                   f"known kernels: {known} (a template kernel")):
         module.get_function("matmul_tiled<float, 16>")
 
 
@@ -285,7 +342,8 @@ def test_path_argument_is_refused():
 def test_compile_error_shows_gcc_message_and_kept_source(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_EMULATOR_CACHE", str(tmp_path))
     broken = 'extern "C" __global__ void broken(float* y) {\n    y[0] = undeclared_name;\n}\n'
-    with pytest.raises(RuntimeError, match=r"(?s)could not compile.*kernels\.cu.*kernels\.cu:2:12: error: 'undeclared_name' was not declared"):
+    message = r"(?s)could not compile.*kernels\.cu.*kernels\.cu:2:12: error: 'undeclared_name' was not declared"
+    with pytest.raises(RuntimeError, match=message):
         RawModule(code=broken).get_function("broken")
 
 

@@ -11,11 +11,11 @@
 // - __syncthreads opens once every thread of the block is waiting there or has exited.
 // No thread passes a barrier early, which is exactly what a correct kernel relies on; if
 // no barrier can open (threads wait at different ones), the launch ends with an error.
+// Needs cuda_host.h first.
 #pragma once
 
 #include <sys/mman.h>
 #include <unistd.h>
-
 
 #include "fiber.h"
 
@@ -55,12 +55,29 @@ inline size_t shared_bytes = 0;
 
 inline void* dynamic_shared() { return shared_buffer; }
 
+// Every static __shared__ variable of the module: the emulator's rewrite of the source
+// declares a PoisonEveryBlock after each (build.py), so that each block finds them
+// all-ones, as it finds dynamic shared memory, instead of the previous block's values.
+struct SharedVariable {
+    void* data;
+    size_t size;
+};
+inline SharedVariable shared_variables[1024];
+inline unsigned shared_variable_count = 0;
+
+struct PoisonEveryBlock {
+    PoisonEveryBlock(void* data, size_t size) {
+        std::memset(data, 0xff, size);
+        if (shared_variable_count < sizeof shared_variables / sizeof shared_variables[0])
+            shared_variables[shared_variable_count++] = {data, size};
+    }
+};
+
 inline void set_thread(unsigned tid) {
     threadIdx.x = tid % blockDim.x;
     threadIdx.y = (tid / blockDim.x) % blockDim.y;
     threadIdx.z = tid / (blockDim.x * blockDim.y);
 }
-
 
 inline Fiber* new_fiber() {
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -158,9 +175,11 @@ inline bool run_block() {
     next_thread = 0;
     waiting_at_block = waiting_at_warp = exited = 0;
     for (unsigned t = 0; t < threads_per_block; ++t) state[t] = State::running;
-    // Uninitialized dynamic shared memory, and a shuffle from a lane that does not exist,
-    // read as all-ones bytes (NaN, -1), so a kernel that relies on them shows it.
+    // Uninitialized shared memory, and a shuffle from a lane that does not exist, read as
+    // all-ones bytes (NaN, -1), so a kernel that relies on them shows it.
     std::memset(shared_buffer, 0xff, shared_bytes);
+    for (unsigned i = 0; i < shared_variable_count; ++i)
+        std::memset(shared_variables[i].data, 0xff, shared_variables[i].size);
     std::memset(slot, 0xff, (threads_per_block + warpSize - 1) / warpSize * warpSize * sizeof slot[0]);
     unsigned used = 0;  // at most one fiber per thread
     while (next_thread < threads_per_block && !aborted) {

@@ -31,6 +31,9 @@ _KERNEL = re.compile(
 )
 # `__shared__` already means `static` here, and `static static` is not C++.
 _STATIC_SHARED = re.compile(r"\bstatic\s+__shared__\b|\b__shared__\s+static\b")
+_STATIC_SHARED_VARIABLE = re.compile(
+    r"\b__shared__\s+(?:__align__\s*\([^)]*\)\s*)?[A-Za-z_][\w:<>, ]*?\s+(?P<name>[A-Za-z_]\w*)\s*(?:\[[^\];]+\]\s*)*;"
+)
 _DYNAMIC_SHARED = re.compile(
     r"extern\s+__shared__\s+(?:__align__\s*\([^)]*\)\s*)?"
     r"(?P<type>[A-Za-z_][\w:<>, ]*?)\s+(?P<name>[A-Za-z_]\w*)\s*\[\s*\]\s*;"
@@ -79,14 +82,21 @@ def extern_c_kernels(source):
 
 def host_source(source):
     """The kernel source as host C++: `extern __shared__ T name[];` becomes a pointer to the
-    launch's dynamic shared-memory buffer (every such array starts there, as on a GPU), and
-    `static __shared__` loses the `static` that `__shared__` stands for already."""
+    launch's dynamic shared-memory buffer (every such array starts there, as on a GPU),
+    `static __shared__` loses the `static` that `__shared__` stands for already, and each
+    `__shared__ T name[N]...;` is followed, on the same line, by a registration that refills
+    the variable with all-ones bytes at the start of every block."""
     def to_pointer(match):
         t, name = match.group("type").strip(), match.group("name")
         newlines = "\n" * match.group(0).count("\n")
         return f"{t}* const {name} = static_cast<{t}*>(gpucnn_emu::dynamic_shared());{newlines}"
 
+    def poisoned(match):
+        name = match.group("name")
+        return f"{match.group(0)} static gpucnn_emu::PoisonEveryBlock gpucnn_poison_{name}(&{name}, sizeof {name});"
+
     rewritten = _DYNAMIC_SHARED.sub(to_pointer, _STATIC_SHARED.sub("__shared__", source))
+    rewritten = _STATIC_SHARED_VARIABLE.sub(poisoned, rewritten)
     left = re.search(r"extern\s+__shared__[^;]*;", code_only(rewritten))
     if left:
         line = rewritten.count("\n", 0, left.start()) + 1
@@ -106,8 +116,8 @@ def wrapper_source(entries):
             f"GPUCNN_EMU_EXPORT const char* gpucnn_emu_signature_{i}() "
             f"{{ return gpucnn_emu::signature(&{expression}); }}",
             f"GPUCNN_EMU_EXPORT int gpucnn_emu_launch_{i}(const unsigned* gpucnn_grid, "
-            f"const unsigned* gpucnn_block, void** gpucnn_args, size_t gpucnn_shared) "
-            f"{{ return gpucnn_emu::launch(&{expression}, gpucnn_grid, gpucnn_block, gpucnn_args, gpucnn_shared); }}",
+            f"const unsigned* gpucnn_block, const std::uint64_t* gpucnn_slots, size_t gpucnn_shared) "
+            f"{{ return gpucnn_emu::launch(&{expression}, gpucnn_grid, gpucnn_block, gpucnn_slots, gpucnn_shared); }}",
         ]
     return "\n".join(lines) + "\n"
 
@@ -133,8 +143,16 @@ def debug_enabled():
 
 
 def cache_dir():
-    path = Path(os.environ.get("GPUCNN_EMULATOR_CACHE") or Path.home() / ".cache" / "gpucnn" / "emulator")
-    path.mkdir(parents=True, exist_ok=True)
+    """$GPUCNN_EMULATOR_CACHE, else gpucnn/emulator in the user's cache directory."""
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpucnn" / "emulator"
+    path = Path(os.environ.get("GPUCNN_EMULATOR_CACHE") or default)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RuntimeError(
+            f"CUDA emulator: cannot create its build cache {path} ({e}); "
+            f"set GPUCNN_EMULATOR_CACHE to a writable directory"
+        ) from e
     return path
 
 

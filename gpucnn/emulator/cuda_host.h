@@ -91,4 +91,8 @@ template <class T> inline T atomicSub(T* p, std::type_identity_t<T> v) { T old =
 template <class T> inline T atomicMax(T* p, std::type_identity_t<T> v) { T old = *p; *p = old > v ? old : v; return old; }
 template <class T> inline T atomicMin(T* p, std::type_identity_t<T> v) { T old = *p; *p = old < v ? old : v; return old; }
 template <class T> inline T atomicExch(T* p, std::type_identity_t<T> v) { T old = *p; *p = v; return old; }
-template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) { T old = *p; if (old == compare) *p = v; return old; }
+template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+    T old = *p;
+    if (old == compare) *p = v;
+    return old;
+}

@@ -1,7 +1,7 @@
 // The emulator's entry points: a launch runs the grid's blocks one after another (block.h
 // runs each block's threads), and each kernel's parameter list is described to Python,
 // which checks every launch's arguments against it. Included by the generated wrapper
-// after cuda_host.h and block.h, before the kernel source.
+// after cuda_host.h, before the kernel source.
 #pragma once
 
 #include <utility>
@@ -28,24 +28,26 @@ extern "C" __attribute__((visibility("hidden"))) void __assert_fail(
 
 namespace gpucnn_emu {
 
-// Calls the kernel with each parameter read from the value Python keeps alive during the launch.
+// Calls the kernel with parameter i read from the 8-byte slot i that Python filled (every
+// parameter is a pointer or an arithmetic scalar, at most 8 bytes).
 template <class... A>
 struct Call {
     void (*kernel)(A...);
-    void** args;
+    const std::uint64_t* slots;
     template <size_t... I>
     void operator()(std::index_sequence<I...>) const {
-        kernel(*static_cast<std::remove_cv_t<A>*>(args[I])...);
+        kernel(*reinterpret_cast<const std::remove_cv_t<A>*>(slots + I)...);
     }
     static void run(const void* self) { (*static_cast<const Call*>(self))(std::index_sequence_for<A...>{}); }
 };
 
-// grid and block are 3 positive ints each, args points at one value per kernel parameter;
+// grid and block are 3 positive ints each, slots hold one value per kernel parameter;
 // Python has checked all of them and holds a lock, so launches never overlap. Returns 0, or
 // 1 with last_error set.
 template <class... A>
-int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, void** args, size_t shared) {
-    const Call<A...> call{kernel, args};
+int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, const std::uint64_t* slots,
+           size_t shared) {
+    const Call<A...> call{kernel, slots};
     gridDim = dim3(grid[0], grid[1], grid[2]);
     blockDim = dim3(block[0], block[1], block[2]);
     threads_per_block = block[0] * block[1] * block[2];

@@ -61,9 +61,10 @@ class RawModule:
 class Parameter:
     """One kernel parameter as the compiled wrapper describes it."""
 
-    def __init__(self, line):
+    def __init__(self, kernel, index, line):
         self.kind, constness, dtype, pretty_function = line.split("|", 3)
         self.cpp_type = re.search(r"\[with P = (.*?)[;\]]", pretty_function).group(1)
+        self.where = f"{kernel}: argument {index} (parameter type {self.cpp_type})"  # for error messages
         self.const = constness == "const"
         # void* and pointers to structs (float4*, ...) take an array of any dtype.
         self.dtype = np.dtype(dtype) if dtype not in ("", "void") else None
@@ -81,7 +82,7 @@ class RawKernel:
         self._last_error.restype = ctypes.c_char_p
         describe = getattr(library, f"gpucnn_emu_signature_{index}")
         describe.restype = ctypes.c_char_p
-        self.parameters = [Parameter(line) for line in describe().decode().splitlines()]
+        self.parameters = [Parameter(name, i, line) for i, line in enumerate(describe().decode().splitlines())]
 
     def __call__(self, grid, block, args, *, shared_mem=0):
         grid = _dims(self.name, "grid", grid, MAX_GRID)
@@ -97,17 +98,16 @@ class RawKernel:
                 f"{self.name}: shared_mem must be an int from 0 to {MAX_DYNAMIC_SHARED_BYTES} bytes, "
                 f"but got shared_mem={shared_mem!r}"
             )
-        values = self._argument_values(args)
-        pointers = (ctypes.c_void_p * max(len(values), 1))(*(v.ctypes.data for v in values))
-        grid_c = (ctypes.c_uint * 3)(*grid)
-        block_c = (ctypes.c_uint * 3)(*block)
+        slots = self._argument_slots(args)
         with _LAUNCH_LOCK:
-            failed = self._launch(grid_c, block_c, pointers, int(shared_mem))
+            failed = self._launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), slots.ctypes.data,
+                                  int(shared_mem))
         if failed:
             raise RuntimeError(f"{self.name}: {self._last_error().decode()}")
 
-    def _argument_values(self, args):
-        """For each argument, a NumPy array holding the exact bytes of the parameter's value."""
+    def _argument_slots(self, args):
+        """One 8-byte slot per parameter holding the exact bytes of its value: an array's data
+        pointer, or a scalar in the parameter's type."""
         if not isinstance(args, (tuple, list)):
             raise TypeError(f"{self.name}: args must be a tuple of arrays and NumPy scalars, but got {type(args).__name__}")
         if len(args) != len(self.parameters):
@@ -115,32 +115,41 @@ class RawKernel:
             raise TypeError(
                 f"{self.name}: the kernel takes {len(self.parameters)} arguments ({signature}), but got {len(args)}"
             )
-        return [self._value(i, p, a) for i, (p, a) in enumerate(zip(self.parameters, args))]
+        slots = np.zeros(max(len(args), 1), np.uint64)
+        for i, (param, arg) in enumerate(zip(self.parameters, args)):
+            _check(param, arg)
+            if param.kind == "pointer":
+                slots[i] = arg.ctypes.data
+            else:
+                slots[i:i + 1].view(param.dtype)[0] = arg
+        return slots
 
-    def _value(self, i, param, arg):
-        where = f"{self.name}: argument {i} (parameter type {param.cpp_type})"
-        if param.kind == "pointer":
-            if not isinstance(arg, np.ndarray):
-                raise TypeError(f"{where} must be a NumPy array, but got {type(arg).__module__}.{type(arg).__name__}")
-            if param.dtype is not None and arg.dtype != param.dtype:
-                raise TypeError(f"{where} needs an array of dtype {param.dtype}, but got dtype {arg.dtype}")
-            if not arg.flags.c_contiguous:
-                raise TypeError(
-                    f"{where} needs a C-contiguous array (a kernel ignores strides), but got one with shape "
-                    f"{arg.shape} and strides {arg.strides}; pass np.ascontiguousarray(...)"
-                )
-            if not param.const and not arg.flags.writeable:
-                raise TypeError(f"{where} is a pointer to writable memory, but got a read-only array")
-            return np.array([arg.ctypes.data], dtype=np.uintp)
-        if param.kind == "scalar":
-            if not isinstance(arg, np.generic):
-                raise TypeError(
-                    f"{where} needs a NumPy scalar of dtype {param.dtype} (e.g. np.{param.dtype}(...)), but got "
-                    f"{type(arg).__name__} {arg!r}; CuPy would pass a Python int as long long and a float as double"
-                )
-            if arg.dtype != param.dtype:
-                raise TypeError(f"{where} needs a NumPy scalar of dtype {param.dtype}, but got {arg.dtype} {arg!r}")
-            return np.array([arg], dtype=param.dtype)
+
+
+def _check(param, arg):
+    """Refuse an argument that the kernel would misread through this parameter."""
+    where = param.where
+    if param.kind == "pointer":
+        if not isinstance(arg, np.ndarray):
+            raise TypeError(f"{where} must be a NumPy array, but got {type(arg).__module__}.{type(arg).__name__}")
+        if param.dtype is not None and arg.dtype != param.dtype:
+            raise TypeError(f"{where} needs an array of dtype {param.dtype}, but got dtype {arg.dtype}")
+        if not arg.flags.c_contiguous:
+            raise TypeError(
+                f"{where} needs a C-contiguous array (a kernel ignores strides), but got one with shape "
+                f"{arg.shape} and strides {arg.strides}; pass np.ascontiguousarray(...)"
+            )
+        if not param.const and not arg.flags.writeable:
+            raise TypeError(f"{where} is a pointer to writable memory, but got a read-only array")
+    elif param.kind == "scalar":
+        if not isinstance(arg, np.generic):
+            raise TypeError(
+                f"{where} needs a NumPy scalar of dtype {param.dtype} (e.g. np.{param.dtype}(...)), but got "
+                f"{type(arg).__name__} {arg!r}; CuPy would pass a Python int as long long and a float as double"
+            )
+        if arg.dtype != param.dtype:
+            raise TypeError(f"{where} needs a NumPy scalar of dtype {param.dtype}, but got {arg.dtype} {arg!r}")
+    else:
         raise TypeError(f"{where}: the CUDA emulator passes only pointers and arithmetic scalars")
 
 

@@ -1,0 +1,165 @@
+"""Checkpoints: safetensors only, written atomically, never a pickle.
+
+A run folder keeps its newest checkpoint as checkpoints/epoch-NNNN/ with two files:
+
+    model.safetensors           the weights under their state_dict names, so that
+                                safetensors.torch.load_file(...) loads into the equivalent
+                                torch.nn model; its metadata holds the run's config
+    training_state.safetensors  optimizer arrays; its metadata (JSON) holds the epoch, the
+                                optimizer's numbers, the shuffling generator's state, the config
+
+Each file is written to a temporary name, fsynced and renamed; the folder is built under a
+temporary name too and renamed into place whole, and only then is the older epoch removed.
+A run killed at any point keeps a complete checkpoint: the new one or the previous one.
+"""
+import json
+import os
+import re
+import shutil
+import struct
+
+import numpy as np
+import safetensors.numpy
+from safetensors import SafetensorError
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.safetensors"
+CHECKPOINTS = "checkpoints"
+_EPOCH_DIR = re.compile(r"epoch-(\d+)")
+# First bytes of what torch.save and pickle.dump write: a zip archive, or a pickle protocol >= 2.
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, truncated or not a gpucnn safetensors file."""
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    """Write bytes to path: a temporary file in the same folder, fsync, rename over path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(folder)
+
+
+def save(run_dir, model, optimizer, epoch, rng, config):
+    """Write checkpoints/epoch-<epoch>/ in run_dir atomically and drop older epochs; returns its path."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"epoch-{epoch:04d}")
+    tmp = os.path.join(root, f".epoch-{epoch:04d}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+    os.makedirs(tmp)
+
+    weights = {name: np.ascontiguousarray(a) for name, a in model.state_dict().items()}
+    write_atomic(os.path.join(tmp, MODEL_FILE),
+                 safetensors.numpy.save(weights, metadata={"format": "pt", "gpucnn_config": json.dumps(config)}))
+
+    opt = optimizer.state_dict()
+    arrays, numbers = {}, {}
+    for i, entries in opt["state"].items():
+        for key, value in entries.items():
+            if hasattr(value, "shape"):
+                arrays[f"optimizer.{i}.{key}"] = np.ascontiguousarray(value)
+            else:
+                numbers.setdefault(str(i), {})[key] = value
+    state = {"epoch": epoch, "optimizer_hyper": opt["hyper"], "optimizer_numbers": numbers,
+             "rng": rng.bit_generator.state, "config": config}
+    write_atomic(os.path.join(tmp, STATE_FILE), safetensors.numpy.save(arrays, metadata={"gpucnn": json.dumps(state)}))
+
+    if os.path.exists(final):  # the same epoch saved twice by a caller; gpucnn.train never does
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for name in os.listdir(root):
+        if _EPOCH_DIR.fullmatch(name) and name != os.path.basename(final):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+    return final
+
+
+def latest(run_dir):
+    """The newest complete checkpoint folder in run_dir, or None."""
+    root = os.path.join(run_dir, CHECKPOINTS)
+    if not os.path.isdir(root):
+        return None
+    epochs = [(int(m[1]), name) for name in os.listdir(root) if (m := _EPOCH_DIR.fullmatch(name))]
+    return os.path.join(root, max(epochs)[1]) if epochs else None
+
+
+def find(path):
+    """The checkpoint folder meant by path: a run folder, a checkpoint folder or a file in one."""
+    if os.path.isfile(path):
+        return os.path.dirname(os.path.abspath(path))
+    if os.path.isfile(os.path.join(path, MODEL_FILE)):
+        return path
+    found = latest(path) if os.path.isdir(path) else None
+    if found is None:
+        raise CheckpointError(f"no checkpoint at {path}: expected a run folder, a checkpoint folder or its {MODEL_FILE}")
+    return found
+
+
+def _read(path):
+    """(tensors, metadata) of a safetensors file, with a clear error for anything else."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file {path} is missing") from None
+    if data.startswith(_PICKLE_MAGIC):
+        raise CheckpointError(f"{path} looks like a pickle or torch.save file; gpucnn loads only safetensors")
+    try:
+        tensors = safetensors.numpy.load(data)
+        (header_len,) = struct.unpack("<Q", data[:8])
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
+    except (SafetensorError, struct.error, ValueError) as e:
+        raise CheckpointError(f"checkpoint file {path} is corrupt or truncated ({e})") from None
+    return tensors, metadata
+
+
+def _json_field(path, metadata, key):
+    try:
+        return json.loads(metadata[key])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path} is a safetensors file but not a gpucnn checkpoint (no valid {key!r} metadata)") from None
+
+
+def load_model(path):
+    """(weights {name: array}, config) from a checkpoint given as in `find`."""
+    file = os.path.join(find(path), MODEL_FILE)
+    weights, metadata = _read(file)
+    return weights, _json_field(file, metadata, "gpucnn_config")
+
+
+def load_training_state(path):
+    """Everything `save` wrote, for --resume: weights, config, epoch, optimizer state_dict, rng."""
+    folder = find(path)
+    weights, config = load_model(folder)
+    file = os.path.join(folder, STATE_FILE)
+    arrays, metadata = _read(file)
+    state = _json_field(file, metadata, "gpucnn")
+    try:
+        optimizer_state = {int(i): dict(entries) for i, entries in state["optimizer_numbers"].items()}
+        for key, value in arrays.items():
+            _, i, name = key.split(".", 2)
+            optimizer_state.setdefault(int(i), {})[name] = value
+        rng = getattr(np.random, state["rng"]["bit_generator"])()
+        rng.state = state["rng"]
+        return {
+            "weights": weights, "config": config, "epoch": int(state["epoch"]),
+            "optimizer": {"hyper": state["optimizer_hyper"], "state": optimizer_state},
+            "rng": np.random.Generator(rng),
+        }
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{file}: incomplete training state ({type(e).__name__}: {e})") from None

@@ -1,0 +1,70 @@
+"""python -m gpucnn.evaluate CHECKPOINT: accuracy and loss of a trained model on its data
+set's held-out test split, and per class.
+
+CHECKPOINT is a run folder (its newest checkpoint), a checkpoint folder or its
+model.safetensors. The data set, its preprocessing and the architecture come from the
+config stored with the weights.
+"""
+import argparse
+import sys
+
+import numpy as np
+
+from . import arch, checkpoint, cuda, data
+from . import nn
+
+
+def load_trained(path, device):
+    """(model in eval mode on device, config) from a checkpoint."""
+    weights, config = checkpoint.load_model(path)
+    model = arch.build_model(config["arch"], tuple(config["in_shape"]), len(config["classes"]))
+    try:
+        model.load_state_dict(weights)
+    except ValueError as e:
+        raise checkpoint.CheckpointError(f"{path}: weights do not fit the stored architecture {config['arch']!r}: {e}") from None
+    return model.to(device).eval(), config
+
+
+def predictions(model, x, config, batch_size, device, labels=None):
+    """Logits (NumPy, N x classes) of uint8 images, in batches; with labels also (mean loss, accuracy)."""
+    criterion = nn.CrossEntropyLoss()
+    logits, loss_sum = [], 0.0
+    for idx in data.batch_indices(len(x), batch_size):
+        xb = cuda.to_device(data.normalize(x[idx], config["max_value"], config["mean"], config["std"]), device)
+        out = model(xb)
+        if labels is not None:
+            loss_sum += criterion(out, cuda.to_device(labels[idx], device)) * len(idx)
+        logits.append(cuda.as_numpy(out))
+    logits = np.concatenate(logits) if logits else np.zeros((0, len(config["classes"])), np.float32)
+    if labels is None:
+        return logits
+    return logits, loss_sum / max(len(x), 1), float((logits.argmax(axis=1) == labels).mean())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m gpucnn.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="run folder, checkpoint folder or model.safetensors")
+    parser.add_argument("--data-dir", help="where the data set's files are (default: the one used for training)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    parser.add_argument("--batch-size", type=int, default=500)
+    args = parser.parse_args(argv)
+    try:
+        device = cuda.check_device(args.device or cuda.default_device())
+        model, config = load_trained(args.checkpoint, device)
+        dataset = data.load(config["dataset"], args.data_dir or config["data_dir"])
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    x, y = dataset.x_test, dataset.y_test
+    logits, loss, accuracy = predictions(model, x, config, args.batch_size, device, labels=y)
+    predicted = logits.argmax(axis=1)
+    print(f"{config['dataset']} test split: {len(y)} images, accuracy {100 * accuracy:.2f}% "
+          f"({int((predicted == y).sum())}/{len(y)}), loss {loss:.4f}")
+    for c, name in enumerate(config["classes"]):
+        mask = y == c
+        if mask.any():
+            print(f"  class {name:>12}: {100 * (predicted[mask] == c).mean():6.2f}% of {int(mask.sum())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

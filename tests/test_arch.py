@@ -1,0 +1,51 @@
+"""The architecture spec: presets, shapes through the net, and clear errors."""
+import numpy as np
+import pytest
+
+from gpucnn import arch, nn
+
+
+def layer_names(model):
+    return [type(m).__name__ for m in model]
+
+
+def test_lenet5_preset_fits_digits_mnist_and_cifar():
+    for in_shape, flat in [((1, 8, 8), 16 * 2 * 2), ((1, 28, 28), 16 * 7 * 7), ((3, 32, 32), 16 * 8 * 8)]:
+        model = arch.build_model("lenet5", in_shape, 10)
+        assert layer_names(model) == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten",
+                                      "Linear", "ReLU", "Linear", "ReLU", "Linear"]
+        assert model[7].in_features == flat and model[11].out_features == 10
+        x = np.zeros((2,) + in_shape, dtype=np.float32)
+        assert model(x).shape == (2, 10)
+
+
+def test_spec_strides_avgpool_and_no_fc():
+    model = arch.build_model("conv4k3s2p1 avgpool2s1 conv5k1", (2, 9, 9), 3)
+    assert layer_names(model) == ["Conv2d", "ReLU", "AvgPool2d", "Conv2d", "ReLU", "Flatten", "Linear"]
+    assert model[0].stride == (2, 2) and model[0].padding == (1, 1) and model[2].stride == (1, 1)
+    assert model[6].in_features == 5 * 4 * 4  # 9 -> 5 (stride 2, pad 1) -> 4 (pool 2, stride 1)
+    assert model(np.zeros((1, 2, 9, 9), np.float32)).shape == (1, 3)
+
+
+def test_vgg_preset_state_dict_keys_follow_layer_positions():
+    keys = list(arch.build_model("vgg", (1, 8, 8), 10).state_dict())
+    assert keys[:4] == ["0.weight", "0.bias", "2.weight", "2.bias"] and keys[-1] == "13.bias"  # 4 convs + 4 ReLUs + 2 pools + Flatten + fc + ReLU + classifier
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "expected a preset name"),
+    ("conv6k5 relu", "unknown layer 'relu'"),
+    ("conv6k0", r"kernel size in 'conv6k0' must be positive, but got 0"),
+    ("fc10 conv6k3", "'conv6k3' comes after a fully connected layer"),
+    ("conv6k9", r"'conv6k9' leaves no output \(size 0x0\) for input of shape \[1, 8, 8\]"),
+    ("pool2 pool2 pool2 pool2", r"'pool2' leaves no output"),
+])
+def test_bad_specs_are_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        arch.build_model(spec, (1, 8, 8), 10)
+
+
+def test_resolve_keeps_specs_and_expands_presets():
+    assert arch.resolve("lenet5") == arch.PRESETS["lenet5"]
+    assert arch.resolve("conv2k3") == "conv2k3"
+    assert isinstance(arch.build_model("fc7", (1, 2, 2), 2)[1], nn.Linear)

@@ -1,0 +1,144 @@
+"""The training command end to end on the embedded digits: outputs, PyTorch loading,
+kill-and-resume, evaluate, predict, and the CUDA emulator."""
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpucnn import checkpoint, data, evaluate, predict, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMING = ("images_per_second", "seconds")
+
+
+def run(out, *extra):
+    return train.main(["--out", str(out), "--no-plots", *extra])
+
+
+def metric_rows(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """Three epochs on all 1,437 training digits, with plots: about a second of training."""
+    out = tmp_path_factory.mktemp("run")
+    assert train.main(["--out", str(out), "--epochs", "3", "--device", "cpu"]) == 0
+    return out
+
+
+def test_short_run_learns_and_leaves_metrics_plots_checkpoint(short_run):
+    rows = metric_rows(short_run)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    summary = json.loads((short_run / "metrics.json").read_text())
+    assert summary["test_accuracy"] == float(rows[-1]["test_accuracy"]) > 0.8
+    assert summary["test_images"] == 360 and summary["device"] == "cpu"
+    for name in train.PLOTS:
+        assert (short_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(short_run / "checkpoints") == ["epoch-0003"]
+
+
+def test_pytorch_loads_the_weights_and_computes_the_same_logits(short_run):
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import load_file
+
+    model, config = evaluate.load_trained(str(short_run), "cpu")
+    equivalents = {"Conv2d": lambda m: torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding),
+                   "ReLU": lambda m: torch.nn.ReLU(), "MaxPool2d": lambda m: torch.nn.MaxPool2d(m.kernel_size, m.stride),
+                   "Flatten": lambda m: torch.nn.Flatten(), "Linear": lambda m: torch.nn.Linear(m.in_features, m.out_features)}
+    twin = torch.nn.Sequential(*[equivalents[type(m).__name__](m) for m in model])
+    twin.load_state_dict(load_file(str(short_run / "checkpoints" / "epoch-0003" / "model.safetensors")), strict=True)
+    x = data.normalize(data.load("digits").x_test[:16], config["max_value"], config["mean"], config["std"])
+    with torch.no_grad():
+        expected = twin(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+class Killed(BaseException):
+    """Stands for the process dying during an epoch."""
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    flags = ["--epochs", "3", "--limit-train", "256", "--limit-test", "64", "--optimizer", "adam", "--seed", "5"]
+    assert run(tmp_path / "whole", *flags) == 0
+
+    real_epoch, calls = train.run_epoch, []
+
+    def dies_in_epoch_3(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train, "run_epoch", dies_in_epoch_3)
+    with pytest.raises(Killed):
+        run(tmp_path / "killed", *flags)
+    monkeypatch.undo()
+    assert len(metric_rows(tmp_path / "killed")) == 2  # epochs 1 and 2 kept, epoch 3 lost
+    assert run(tmp_path / "killed", "--resume") == 0
+    assert metric_rows(tmp_path / "killed") == metric_rows(tmp_path / "whole")
+    whole, _ = checkpoint.load_model(str(tmp_path / "whole"))
+    resumed, _ = checkpoint.load_model(str(tmp_path / "killed"))
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name])
+
+
+def test_resume_can_extend_a_finished_run(tmp_path, capsys):
+    assert run(tmp_path, "--epochs", "1", "--limit-train", "64", "--limit-test", "32") == 0
+    assert run(tmp_path, "--resume", "--epochs", "2") == 0
+    assert [r["epoch"] for r in metric_rows(tmp_path)] == ["1", "2"]
+    assert "resuming at epoch 2 of 2" in capsys.readouterr().out
+
+
+def test_evaluate_reports_the_run_accuracy(short_run, capsys):
+    assert evaluate.main([str(short_run), "--device", "cpu"]) == 0
+    accuracy = json.loads((short_run / "metrics.json").read_text())["test_accuracy"]
+    assert f"accuracy {100 * accuracy:.2f}%" in capsys.readouterr().out
+
+
+def test_predict_matches_the_model_on_a_test_digit(short_run, tmp_path, capsys):
+    from PIL import Image
+
+    model, config = evaluate.load_trained(str(short_run), "cpu")
+    ds = data.load("digits")
+    digit = ds.x_test[0, 0]
+    expected = config["classes"][int(evaluate.predictions(model, ds.x_test[:1], config, 1, "cpu").argmax())]
+    big = np.kron(digit.astype(np.float64) * 255 / 16, np.ones((4, 4))).round().astype(np.uint8)  # 32x32
+    Image.fromarray(big).save(tmp_path / "light_on_dark.png")
+    Image.fromarray(255 - big).convert("RGB").save(tmp_path / "dark_on_light.jpg", quality=95)
+    paths = [str(tmp_path / "light_on_dark.png"), str(tmp_path / "dark_on_light.jpg")]
+    assert predict.main([str(short_run), *paths, "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == [expected, expected]
+
+
+def test_bad_inputs_are_clear_cli_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path, "--arch", "conv6k9")
+    assert e.value.code == 2 and "arch: 'conv6k9' leaves no output" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(tmp_path / "nothing", "--resume")
+    assert "no checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(tmp_path, "--dataset", "mnist")
+    assert "pass --data-dir" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict.main([str(tmp_path), str(tmp_path / "missing.png")])
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (ROOT / "gpucnn" / "backends" / "cuda.py").exists(),
+                    reason="gpucnn/backends/cuda.py (the CUDA backend) does not exist yet")
+def test_short_run_on_the_cuda_emulator(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    flags = ["--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--batch-size", "16", "--seed", "1"]
+    assert run(tmp_path / "emulated", *flags, "--device", "cuda") == 0
+    assert run(tmp_path / "numpy", *flags, "--device", "cpu") == 0
+    emulated, numpy_rows = metric_rows(tmp_path / "emulated"), metric_rows(tmp_path / "numpy")
+    assert json.loads((tmp_path / "emulated" / "metrics.json").read_text())["device"] == "cuda"
+    for key in ("train_loss", "test_loss"):
+        assert float(emulated[0][key]) == pytest.approx(float(numpy_rows[0][key]), rel=1e-3)

@@ -21,7 +21,10 @@ RELEASE_FLAGS = ("-std=c++20", "-O2", "-fno-math-errno")
 # GPUCNN_EMULATOR_DEBUG=1: debuggable code, and UBSan reports out-of-bounds indexing of
 # fixed-size arrays (shared-memory tiles), signed overflow and misaligned access as they happen.
 DEBUG_FLAGS = ("-std=c++20", "-O0", "-g", "-fsanitize=undefined")
-COMMON_FLAGS = ("-shared", "-fPIC", "-fvisibility=hidden", "-pthread")
+# Launches are serialised by a lock and a block's threads are fibers of one OS thread, so a
+# function-local static never needs a thread-safe guard; with one, a fiber could wait on a
+# futex that only another fiber of the same OS thread would release.
+COMMON_FLAGS = ("-shared", "-fPIC", "-fvisibility=hidden", "-pthread", "-fno-threadsafe-statics")
 
 _LITERAL_OR_COMMENT = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|//[^\n]*|/\*.*?\*/', re.S)
 _DIRECTIVE = re.compile(r"^[ \t]*#(?:[^\n]*\\\n)*[^\n]*", re.M)

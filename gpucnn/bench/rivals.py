@@ -1,0 +1,163 @@
+"""The contestants behind one interface: gpucnn (NumPy or our CUDA kernels) and PyTorch.
+
+Each turns a case into zero-argument callables on data already on its device, and times
+a callable: wall clock on the CPU, CUDA events on a GPU (CuPy's for gpucnn, PyTorch's
+for PyTorch), which time the device from the first kernel queued to the last.
+"""
+import time
+
+import numpy as np
+
+from .. import cuda, nn, optim
+from ..backends import ops_for
+from ..functional import as_2d
+
+
+class Gpucnn:
+    name = "gpucnn"
+
+    def __init__(self, device):
+        self.device = device
+        self.xp = cuda.get_array_module(self.array(np.zeros(1, np.float32)))
+
+    def array(self, a):
+        return cuda.to_device(np.ascontiguousarray(a), self.device)
+
+    def loss_value(self, loss):
+        return loss  # a Python float already
+
+    def time(self, fn):
+        """Seconds that fn() takes on this device."""
+        xp = self.xp
+        if xp is np:  # NumPy, or the emulator's NumPy arrays standing for device memory
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+        start, stop = xp.cuda.Event(), xp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        return xp.cuda.get_elapsed_time(start, stop) / 1e3
+
+    def conv(self, case, x, w, b, dy):
+        """{op: fn} for a cases.Conv; 1D layers run the 2D ops with H = 1, as nn.Conv1d does."""
+        x, w, b, dy = (self.array(a) for a in (x, w, b, dy))
+        x, w, dy = (as_2d(a, case.nd) for a in (x, w, dy))
+        ops, stride, padding = ops_for(x), case.stride2, case.padding2
+        return {
+            "forward": lambda: ops.conv2d_forward(x, w, b, stride, padding),
+            "backward_data": lambda: ops.conv2d_backward_data(dy, w, x.shape, stride, padding),
+            "backward_weight": lambda: ops.conv2d_backward_weight(x, dy, w.shape, stride, padding),
+        }
+
+    def pool(self, case, x, dy):
+        x, dy = self.array(x), self.array(dy)
+        ops, kernel, stride = ops_for(x), (case.k, case.k), (case.stride, case.stride)
+        _, argmax = ops.max_pool2d_forward(x, kernel, stride)
+        return {
+            "forward": lambda: ops.max_pool2d_forward(x, kernel, stride),
+            "backward": lambda: ops.max_pool2d_backward(dy, argmax, x.shape, kernel, stride),
+        }
+
+    def trainer(self, build, state_dict, x, y):
+        """step() trains build(gpucnn.nn), started from these weights, once with SGD; returns the loss."""
+        model = build(nn).to(self.device)
+        model.load_state_dict(state_dict)
+        x, y = self.array(x), self.array(y)
+        criterion = nn.CrossEntropyLoss()
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            opt.zero_grad()
+            loss = criterion(model(x), y)
+            model.backward(criterion.backward())
+            opt.step()
+            return loss
+
+        return step
+
+
+class Torch:
+    """PyTorch on the same device; tf32=True is its default for convolutions on a GPU."""
+
+    def __init__(self, device, tf32=False):
+        import torch
+        self.torch, self.device, self.tf32 = torch, device, tf32
+        self.name = "torch-tf32" if tf32 else "torch"
+
+    def array(self, a):
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
+
+    def _precision(self):
+        """TF32 is a global switch in PyTorch: set it before each of this contestant's runs."""
+        if self.device == "cuda":
+            self.torch.backends.cudnn.allow_tf32 = self.tf32
+            self.torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmul
+
+    def time(self, fn):
+        self._precision()
+        if self.device != "cuda":
+            start = time.perf_counter()
+            fn()
+            return time.perf_counter() - start
+        start, stop = self.torch.cuda.Event(enable_timing=True), self.torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        return start.elapsed_time(stop) / 1e3
+
+    def conv(self, case, x, w, b, dy):
+        torch = self.torch
+        x, w, b, dy = (self.array(a) for a in (x, w, b, dy))
+        stride, padding = case.stride, case.padding
+        conv = torch.nn.functional.conv1d if case.nd == 1 else torch.nn.functional.conv2d
+        grad = torch.nn.grad
+        conv_input = grad.conv1d_input if case.nd == 1 else grad.conv2d_input
+        conv_weight = grad.conv1d_weight if case.nd == 1 else grad.conv2d_weight
+        return {
+            "forward": lambda: conv(x, w, b, stride, padding),
+            "backward_data": lambda: conv_input(x.shape, w, dy, stride, padding),
+            "backward_weight": lambda: conv_weight(x, w.shape, dy, stride, padding),
+        }
+
+    def pool(self, case, x, dy):
+        torch = self.torch
+        x, dy = self.array(x), self.array(dy)
+        k, s = [case.k] * 2, [case.stride] * 2
+        _, indices = torch.nn.functional.max_pool2d(x, k, s, return_indices=True)
+        return {
+            "forward": lambda: torch.nn.functional.max_pool2d(x, k, s, return_indices=True),
+            "backward": lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+                dy, x, k, s, [0, 0], [1, 1], False, indices),
+        }
+
+    def trainer(self, build, state_dict, x, y):
+        torch = self.torch
+        model = build(torch.nn).to(self.device)
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+        x, y = self.array(x), self.array(y.astype(np.int64))
+        criterion = torch.nn.CrossEntropyLoss()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            opt.zero_grad()
+            loss = criterion(model(x), y)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return step
+
+    def loss_value(self, loss):
+        return loss.item()
+
+
+def torch_version():
+    """PyTorch's version, or None where it is not installed (the `bench` extra)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch.__version__

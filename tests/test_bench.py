@@ -1,0 +1,105 @@
+"""The benchmark runs end to end (so it cannot rot), and the NumPy path it made fast is exact."""
+import json
+
+import numpy as np
+import pytest
+
+from gpucnn.backends import cpu
+from gpucnn.bench.__main__ import main
+
+SMALL = ["--only", "lenet.conv2,lenet5.b128", "--repeat", "1", "--warmup", "0", "--threads", "2"]
+
+
+def _run(tmp_path, *extra):
+    path = tmp_path / "bench.json"
+    assert main(SMALL + ["--json", str(path), *extra]) == 0
+    return json.loads(path.read_text())
+
+
+def test_bench_against_torch_writes_tables_and_same_losses(tmp_path, capsys):
+    pytest.importorskip("torch")
+    result = _run(tmp_path)
+    out = capsys.readouterr().out
+    assert "| lenet.conv2 " in out and "| lenet5.b128 " in out
+    layers = result["layers"]
+    assert [(r["case"], r["op"]) for r in layers] == [
+        (case, op) for case in ("lenet.conv2", "lenet.conv2.b1")
+        for op in ("forward", "backward_data", "backward_weight")]
+    for r in layers:
+        assert r["ratio"]["torch"] == pytest.approx(r["ms"]["gpucnn"] / r["ms"]["torch"])
+        batch = 128 if r["case"] == "lenet.conv2" else 1
+        assert r["flops"] == 2 * batch * 16 * 10 * 10 * 6 * 5 * 5  # N * O * OH * OW * C * KH * KW
+    (train,) = result["training"]
+    assert train["case"] == "lenet5.b128" and train["losses_agree"]
+    assert train["images_per_s"]["torch"] == pytest.approx(128e3 / train["ms"]["torch"])
+    assert result["machine"]["torch"] and result["machine"]["threads"] == 2
+
+
+def test_bench_without_torch_times_gpucnn_alone(tmp_path, capsys):
+    result = _run(tmp_path, "--no-torch")
+    assert "torch ms" not in capsys.readouterr().out
+    assert all(set(r["ms"]) == {"gpucnn"} and r["ratio"] == {} for r in result["layers"] + result["training"])
+    assert result["machine"]["torch"] is None
+
+
+def test_bench_on_device_cuda_runs_through_the_emulator(tmp_path, monkeypatch):
+    """The GPU code path (device arrays, Module.to, its timer) runs without a GPU, on the kernel emulator."""
+    monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    path = tmp_path / "bench.json"
+    assert main(["--device", "cuda", "--no-torch", "--only", "lenet.conv2.b1,lenet5.b128",
+                 "--repeat", "1", "--warmup", "0", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert result["machine"]["device"] == "cuda" and "emulator" in result["machine"]["device_name"]
+    assert len(result["layers"]) == 3 and result["training"][0]["losses"]["gpucnn"][0] > 0
+
+
+def _reference_conv(x, w, stride, padding):
+    """Direct sum over the kernel offsets, in float64: the definition, with no im2col."""
+    (sh, sw), (ph, pw) = stride, padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    KH, KW = w.shape[2:]
+    OH, OW = (xp.shape[2] - KH) // sh + 1, (xp.shape[3] - KW) // sw + 1
+    y = np.zeros((x.shape[0], w.shape[0], OH, OW))
+    for ky in range(KH):
+        for kx in range(KW):
+            patch = xp[:, :, ky : ky + sh * (OH - 1) + 1 : sh, kx : kx + sw * (OW - 1) + 1 : sw]
+            y += np.einsum("nchw,oc->nohw", patch, w[:, :, ky, kx])
+    return y
+
+
+@pytest.mark.parametrize("tile_bytes", [64, 4096, cpu.TILE_BYTES])
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
+    ((3, 2, 9, 11), (4, 2, 3, 3), (1, 1), (1, 1)),
+    ((2, 3, 11, 10), (5, 3, 5, 3), (3, 2), (2, 0)),   # uneven strides
+    ((2, 1, 7, 4), (2, 1, 2, 1), (2, 3), (0, 1)),     # SH*W not a multiple of SW: the wide rows get spare columns
+    ((2, 2, 1, 40), (3, 2, 1, 7), (1, 4), (0, 3)),    # 1D, as Conv1d runs it
+])
+def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
+    """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""
+    monkeypatch.setattr(cpu, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(cpu, "_threads", 2)
+    monkeypatch.setattr(cpu, "PARALLEL_MACS", 0)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    y = cpu.conv2d_forward(x, w, None, stride, padding)
+    np.testing.assert_allclose(y, _reference_conv(x, w, stride, padding), rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    # The adjoint identities <dy, conv(x)> = <dx, x> = <dw, w> pin both backward ops down.
+    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_data(dy, w, x.shape, stride, padding), x), np.vdot(dy, y), rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_weight(x, dy, w.shape, stride, padding), w), np.vdot(dy, y), rtol=1e-12)
+
+
+def test_results_survive_later_calls():
+    """The scratch memory the NumPy path reuses between calls never backs a returned array."""
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((2, 4, 3, 9, 9), dtype=np.float32)
+    w = rng.standard_normal((5, 3, 3, 3), dtype=np.float32)
+    y1 = cpu.conv2d_forward(x1, w, None, (1, 1), (1, 1))
+    dx1 = cpu.conv2d_backward_data(y1, w, x1.shape, (1, 1), (1, 1))
+    dw1 = cpu.conv2d_backward_weight(x1, y1, w.shape, (1, 1), (1, 1))
+    kept = [a.copy() for a in (y1, dx1, dw1)]
+    y2 = cpu.conv2d_forward(x2, w, None, (1, 1), (1, 1))
+    cpu.conv2d_backward_data(y2, w, x2.shape, (1, 1), (1, 1))
+    cpu.conv2d_backward_weight(x2, y2, w.shape, (1, 1), (1, 1))
+    for a, b in zip((y1, dx1, dw1), kept):
+        np.testing.assert_array_equal(a, b)

@@ -6,7 +6,6 @@ windows of one tile of its output into an im2col matrix and multiplies with BLAS
 is sized to stay in the CPU's cache, so the KH*KW-times-larger matrix of all windows
 never exists; the tiles are shared out over a few threads (`set_num_threads`).
 """
-import contextlib
 import math
 import os
 import threading
@@ -24,7 +23,7 @@ SCRATCH_BYTES = 1 << 25
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool = None  # (threads, ThreadPoolExecutor), made on first use
-_blas = None  # threadpoolctl's handle on the BLAS libraries, or False without threadpoolctl
+_blas = None  # threadpoolctl's handle on the BLAS libraries, made on first use
 _kept = threading.local()  # scratch buffers, by name
 
 
@@ -173,15 +172,12 @@ def _on_tiles(work, tiles, macs_per_position):
 
 
 def _single_threaded_blas():
-    """A context limiting NumPy's BLAS to one thread, where threadpoolctl is installed."""
+    """A context limiting NumPy's BLAS to one thread."""
     global _blas
     if _blas is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            _blas = ThreadpoolController().select(user_api="blas")
-        except ImportError:
-            _blas = False
-    return _blas.limit(limits=1) if _blas else contextlib.nullcontext()
+        from threadpoolctl import ThreadpoolController  # finds the BLAS libraries: not at import
+        _blas = ThreadpoolController().select(user_api="blas")
+    return _blas.limit(limits=1)
 
 
 def _correlate(x, w, b, stride):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .. import cuda, nn
 from ..backends import cpu
@@ -29,8 +30,7 @@ def parse_args(argv):
                    help="where both frameworks run (default: cuda when CuPy sees a GPU, else cpu)")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
                    help="CPU threads for both: torch.set_num_threads, gpucnn's convolution tiles and "
-                        "the BLAS pools (through threadpoolctl; without it set OPENBLAS_NUM_THREADS "
-                        "and OMP_NUM_THREADS before starting) (default: the CPUs this process may use)")
+                        "the BLAS pools (default: the CPUs this process may use)")
     p.add_argument("--quick", action="store_true", help="LeNet-5's layers and training step only, fewer rounds (under a minute)")
     p.add_argument("--only", help="comma-separated words: run the cases whose names contain one (e.g. lenet,vgg.conv64)")
     p.add_argument("--repeat", type=int, help="timed rounds per case (default 5, --quick 3)")
@@ -58,10 +58,6 @@ def limit_threads(n, torch_rival):
     cpu.set_num_threads(n)
     if torch_rival is not None:
         torch_rival.torch.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return "BLAS threads not set (no threadpoolctl): they follow OPENBLAS_NUM_THREADS / OMP_NUM_THREADS"
     global _blas_limits
     _blas_limits = threadpool_limits(n)
     return f"{n} threads for gpucnn's tiles, BLAS (threadpoolctl) and PyTorch"

@@ -5,6 +5,7 @@ import platform
 import sys
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 from .. import __version__
 
@@ -36,10 +37,6 @@ def cpu_name():
 
 def blas_info():
     """The BLAS libraries NumPy (and PyTorch) loaded, as threadpoolctl sees them."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return None
     return [{k: lib.get(k) for k in ("internal_api", "version", "num_threads", "filepath")} for lib in threadpool_info()]
 
 

@@ -3,9 +3,9 @@
 // gradients. No #include: the same text compiles with NVRTC, nvcc and the CPU emulator.
 //
 // Forward, backward-data and weight gradient are each one matrix product C = A B whose
-// operands are never stored (implicit GEMM): each block computes TILE x TILE elements of C,
-// staging TILE-wide slices of A and B in shared memory, and the gathers below read every
-// operand element straight from the tensors.
+// operands are never stored (implicit GEMM): each block computes a BM x BN tile of C, each
+// of its threads a TM x TN patch of that tile in registers, and the operands below gather
+// every element of A and B straight from the tensors.
 //
 //   pass             rows m        columns j     reduction k    A(m, k)          B(k, j)
 //   forward          (n, oh, ow)   o             (c, ky, kx)    input patch      w[o, c, ky, kx]
@@ -17,56 +17,355 @@
 // whole batch, so it is cut into chunks of a length fixed by the shapes alone (blockIdx.z
 // picks one); a second kernel adds the chunks' partial sums in chunk order.
 
-struct ConvGeometry {
-    int N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;
+// k as three digits (hi, mid, lo) with lo < LO and mid < MID: (c, ky, kx) over (KH, KW) for
+// taps, (n, oh, ow) over (OH, OW) for output pixels. The gathers need the digits of every
+// k they read, and an integer division by a runtime value costs a GPU about twenty
+// instructions, so a thread divides once per tile (split) and then steps its digits by the
+// depth of a k slice, once per slice (advance): the step's own digits are below the
+// radices, so a single conditional carry per digit is enough.
+struct Digits {
+    int hi, mid, lo;
+};
 
-    // Input pixel that filter tap (c, ky, kx) meets at output pixel (n, oh, ow); 0 in the padding.
-    template <typename T>
-    __device__ T input_patch(const T* x, long long pixel, long long tap) const
+struct MixedRadix {
+    int MID, LO;
+
+    __device__ Digits split(long long k) const
     {
-        const long long OHW = (long long)OH * OW;
-        const long long n = pixel / OHW;
-        const int oh = (int)(pixel % OHW) / OW, ow = (int)(pixel % OW);
-        const int KHW = KH * KW;
-        const int c = (int)(tap / KHW), ky = (int)(tap % KHW) / KW, kx = (int)(tap % KW);
-        const int ih = oh * SH - PH + ky, iw = ow * SW - PW + kx;
-        if (ih < 0 || ih >= H || iw < 0 || iw >= W)
-            return T(0);
-        return x[((n * C + c) * H + ih) * W + iw];
+        const long long high = k / LO;
+        return {(int)(high / MID), (int)(high % MID), (int)(k % LO)};
+    }
+
+    __device__ void advance(Digits& d, const Digits& step) const
+    {
+        d.lo += step.lo;
+        d.mid += step.mid;
+        d.hi += step.hi;
+        if (d.lo >= LO) {
+            d.lo -= LO;
+            ++d.mid;
+        }
+        if (d.mid >= MID) {
+            d.mid -= MID;
+            ++d.hi;
+        }
     }
 };
 
-template <typename T, int TILE, typename GatherA, typename GatherB, typename Store>
-__device__ void tiled_gemm(long long M, long long J, long long k_begin, long long k_end, GatherA a, GatherB b,
-                           Store store)
+// An input patch element is x[n, c, oh*SH - PH + ky, ow*SW - PW + kx]: a sum of an output
+// pixel's part (its window) and a filter tap's part. A thread keeps one side fixed for the
+// whole k loop (the pixel in forward, the tap in the weight gradient) and computes it once.
+struct Window {  // where output pixel (n, oh, ow) puts the filter's corner in x
+    long long base;  // offset of x[n, 0, top, left]
+    int top, left;
+};
+
+struct Tap {  // filter tap (c, ky, kx) relative to that corner
+    long long offset;  // c*H*W + ky*W + kx
+    int ky, kx;
+};
+
+struct ConvGeometry {
+    int N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;
+
+    __device__ Window window(int n, int oh, int ow) const
+    {
+        const int top = oh * SH - PH, left = ow * SW - PW;
+        return {((long long)n * C * H + top) * W + left, top, left};
+    }
+
+    __device__ Tap tap(int c, int ky, int kx) const { return {((long long)c * H + ky) * W + kx, ky, kx}; }
+
+    // 0 where the tap falls in the padding.
+    template <typename T>
+    __device__ T patch(const T* x, const Window& win, const Tap& tap) const
+    {
+        // One unsigned comparison tests both 0 <= ih and ih < H.
+        if ((unsigned)(win.top + tap.ky) >= (unsigned)H || (unsigned)(win.left + tap.kx) >= (unsigned)W)
+            return T(0);
+        return x[win.base + tap.offset];
+    }
+
+    __device__ MixedRadix taps() const { return {KH, KW}; }
+    __device__ MixedRadix pixels() const { return {OH, OW}; }
+};
+
+// The operands. Each says how threads gather it (K_FAST: consecutive threads take
+// consecutive k, for operands contiguous along k; otherwise consecutive rows), the digits
+// of its k (radix), the part of an element's address that depends on the row alone (Outer,
+// computed once per tile) and on k alone (Inner, once per slice), and the element (at).
+
+// A(pixel, tap) of the forward pass: rows are output pixels, which (at stride 1) are
+// neighbours in x, so threads gather along the rows.
+template <typename T>
+struct PatchByPixel {
+    static constexpr bool K_FAST = false;
+    using Outer = Window;
+    using Inner = Tap;
+    const T* x;
+    ConvGeometry g;
+
+    __device__ MixedRadix radix() const { return g.taps(); }
+    __device__ Window outer(long long pixel) const
+    {
+        const Digits p = g.pixels().split(pixel);
+        return g.window(p.hi, p.mid, p.lo);
+    }
+    __device__ Tap inner(const Digits& k) const { return g.tap(k.hi, k.mid, k.lo); }
+    __device__ T at(const Window& win, const Tap& tap) const { return g.patch(x, win, tap); }
+};
+
+// B(pixel, tap) of the weight gradient: the same patch with the roles swapped, k running
+// over output pixels (neighbours in x) and the columns over taps.
+template <typename T>
+struct PatchByTap {
+    static constexpr bool K_FAST = true;
+    using Outer = Tap;
+    using Inner = Window;
+    const T* x;
+    ConvGeometry g;
+
+    __device__ MixedRadix radix() const { return g.pixels(); }
+    __device__ Tap outer(long long tap) const
+    {
+        const Digits t = g.taps().split(tap);
+        return g.tap(t.hi, t.mid, t.lo);
+    }
+    __device__ Window inner(const Digits& k) const { return g.window(k.hi, k.mid, k.lo); }
+    __device__ T at(const Tap& tap, const Window& win) const { return g.patch(x, win, tap); }
+};
+
+// p[outer*OUTER + hi*HI + mid*LO + lo], no bounds to test: the filters (k over taps or over
+// (o, ky, kx)) and dy in the weight gradient (k over output pixels), all contiguous along k.
+template <typename T>
+struct Strided {
+    static constexpr bool K_FAST = true;
+    using Outer = long long;
+    using Inner = long long;
+    const T* p;
+    long long OUTER, HI;
+    MixedRadix digits;
+
+    __device__ MixedRadix radix() const { return digits; }
+    __device__ long long outer(long long index) const { return index * OUTER; }
+    __device__ long long inner(const Digits& k) const { return k.hi * HI + (long long)k.mid * digits.LO + k.lo; }
+    __device__ T at(long long outer, long long inner) const { return p[outer + inner]; }
+};
+
+// Index into dy of row t of the stride-1 grid that dy is spread onto, or -1 where that row
+// is one of the inserted zeros (t not a multiple of S) or outside dy.
+__device__ inline int spread_to_dy(int t, int S, int size)
 {
-    // Stored k-major; the extra column keeps a warp's column reads on distinct banks.
-    __shared__ T As[TILE][TILE + 1];
-    __shared__ T Bs[TILE][TILE + 1];
-    const int tx = threadIdx.x, ty = threadIdx.y;
-    for (long long j0 = (long long)blockIdx.y * TILE; j0 < J; j0 += (long long)gridDim.y * TILE) {
-        for (long long m0 = (long long)blockIdx.x * TILE; m0 < M; m0 += (long long)gridDim.x * TILE) {
-            T acc = T(0);
-            for (long long k0 = k_begin; k0 < k_end; k0 += TILE) {
-                // threadIdx.x runs along k when loading: consecutive k are neighbours in memory
-                // for w, for dy and (through kx or ow) for the input patches.
-                const long long k = k0 + tx;
-                As[tx][ty] = (m0 + ty < M && k < k_end) ? a(m0 + ty, k) : T(0);
-                Bs[tx][ty] = (j0 + ty < J && k < k_end) ? b(k, j0 + ty) : T(0);
+    if (t < 0)
+        return -1;
+    if (S != 1) {  // stride 1, the common case, needs no division (S is the same for every thread)
+        if (t % S != 0)
+            return -1;
+        t /= S;
+    }
+    return t < size ? t : -1;
+}
+
+// A(input pixel, (o, ky, kx)) of backward-data: dy spread onto the stride-1 grid, read at
+// (ih + PH - ky, iw + PW - kx) (see conv2d_backward_data_full_rot180). Rows are input
+// pixels, neighbours in dy at stride 1: threads gather along the rows.
+template <typename T>
+struct SpreadDy {
+    static constexpr bool K_FAST = false;
+    struct Outer {
+        long long image;  // offset of dy[n, 0, 0, 0]
+        int th, tw;       // (ih + PH, iw + PW)
+    };
+    struct Inner {
+        long long channel;  // o*OH*OW
+        int ky, kx;
+    };
+    const T* dy;
+    ConvGeometry g;
+
+    __device__ MixedRadix radix() const { return g.taps(); }
+    __device__ Outer outer(long long pixel) const
+    {
+        const long long HW = (long long)g.H * g.W;
+        const int p = (int)(pixel % HW);
+        return {pixel / HW * g.O * g.OH * g.OW, p / g.W + g.PH, p % g.W + g.PW};
+    }
+    __device__ Inner inner(const Digits& k) const { return {(long long)k.hi * g.OH * g.OW, k.mid, k.lo}; }
+    __device__ T at(const Outer& r, const Inner& k) const
+    {
+        const int oh = spread_to_dy(r.th - k.ky, g.SH, g.OH), ow = spread_to_dy(r.tw - k.kx, g.SW, g.OW);
+        if (oh < 0 || ow < 0)
+            return T(0);
+        return dy[r.image + k.channel + (long long)oh * g.OW + ow];
+    }
+};
+
+// Where element (m, j) of C goes: out[(n*J + j)*PLANE + p] for row m = n*PLANE + p, plus
+// bias[j] when there is a bias. That is an NCHW tensor with the channels as columns (forward:
+// y, backward-data: dx), or with PLANE = 1 a row-major (rows x J) matrix (the weight gradient).
+// A thread's TM rows are consecutive, so the first one's position is split once, before the
+// k loop, and stepped from row to row: a 64-bit division after the loop, with the
+// accumulators live, would cost both time and registers.
+template <typename T>
+struct StoreRows {
+    T* out;
+    const T* bias;  // or nullptr
+    long long PLANE, J;
+
+    struct Row {
+        long long offset, p;  // of element (m, 0), and m's p
+    };
+    __device__ Row row(long long m) const
+    {
+        const long long p = m % PLANE;
+        return {(m - p) * J + p, p};
+    }
+    __device__ void next(Row& r) const
+    {
+        ++r.offset;
+        if (++r.p == PLANE) {  // next image: skip the other J - 1 planes of this one
+            r.p = 0;
+            r.offset += (J - 1) * PLANE;
+        }
+    }
+    __device__ void put(const Row& r, long long j, T c) const { out[r.offset + j * PLANE] = bias ? c + bias[j] : c; }
+};
+
+// Padding after each k row of a shared tile (tiles are stored k-major). It keeps every row
+// 16-byte aligned, for the products' wide reads, and sends a k-fast gather's warp (BK
+// values of k by 32/BK rows) to distinct banks: in float32, row kk starts at bank kk*32/BK
+// when rows are a multiple of 32 elements long (and on distinct banks too for the other
+// row lengths of launch.GEMM_TILES: 16 and 4 with BK = 4).
+__host__ __device__ constexpr int shared_pad(int BK) { return 32 / BK; }
+
+// Which elements of an operand's ROWS x BK slice one thread gathers, and the gather itself.
+// The thread reads one k per slice and the rows first_row, first_row + LANES, ...; both
+// stay fixed across slices, so the rows' Outer parts are computed once per tile and the
+// k's digits are stepped, never divided (MixedRadix). Values are gathered into
+// registers (load) a slice ahead and written to shared memory (put) after the current
+// slice's products, so the global reads' latency hides behind those products.
+template <typename T, int ROWS, int BK, int THREADS, typename Operand>
+struct SliceLoader {
+    static constexpr int LANES = THREADS / BK;               // threads per k
+    static constexpr int COUNT = (ROWS + LANES - 1) / LANES;  // rows per thread
+    static_assert(THREADS % BK == 0, "every thread takes one k of each slice");
+
+    const Operand& op;
+    MixedRadix radix;
+    Digits step, digits;
+    int kk, first_row;
+    typename Operand::Outer rows[COUNT];
+    T next[COUNT];
+
+    __device__ SliceLoader(const Operand& op, long long row0, long long row_count, long long k_begin)
+        : op(op), radix(op.radix())
+    {
+        const int t = threadIdx.x;
+        kk = Operand::K_FAST ? t % BK : t / LANES;
+        first_row = Operand::K_FAST ? t / BK : t % LANES;
+        step = radix.split(BK);
+        digits = radix.split(k_begin + kk);
+        // Rows past the matrix's edge read the last row instead: they only feed elements of
+        // C outside the matrix, which are never stored, and no row needs a bounds test.
+        for (int i = 0; i < COUNT; ++i)
+            rows[i] = op.outer(min(row0 + first_row + i * LANES, row_count - 1));
+    }
+
+    // depth: how many k of this slice are left before k_end; those past it add nothing.
+    __device__ void load(int depth)
+    {
+        const typename Operand::Inner inner = op.inner(digits);
+        for (int i = 0; i < COUNT; ++i)
+            next[i] = kk < depth ? op.at(rows[i], inner) : T(0);
+    }
+
+    __device__ void advance() { radix.advance(digits, step); }
+
+    // Stored k-major: a thread's products then read TM (or TN) neighbours of one k at once.
+    __device__ void put(T (*slice)[ROWS + shared_pad(BK)]) const
+    {
+        for (int i = 0; i < COUNT; ++i)
+            if (first_row + i * LANES < ROWS)
+                slice[kk][first_row + i * LANES] = next[i];
+    }
+};
+
+// acc += the products of one k slice: per k, TM values of A and TN of B (neighbours in
+// shared memory, read as wide loads) make TM*TN multiply-adds.
+template <typename T, int BM, int BN, int BK, int TM, int TN>
+__device__ void multiply_slice(const T (*As)[BM + shared_pad(BK)], const T (*Bs)[BN + shared_pad(BK)], int tm, int tn,
+                               T (&acc)[TM][TN])
+{
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        T a[TM], b[TN];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+            a[i] = As[kk][tm * TM + i];
+#pragma unroll
+        for (int j = 0; j < TN; ++j)
+            b[j] = Bs[kk][tn * TN + j];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j)
+                acc[i][j] += a[i] * b[j];
+    }
+}
+
+// C (M x J) = A B over k in [k_begin, k_end), written through store (StoreRows).
+// blockIdx.x walks BM-row tiles and blockIdx.y BN-column tiles, both grid-stride; a block
+// has (BM/TM) x (BN/TN) threads, thread (tm, tn) owning rows tm*TM.. and columns tn*TN.. of
+// the tile. Slices alternate between two shared buffers, so one barrier per slice suffices:
+// the buffer being filled was last read before the previous barrier.
+template <typename T, int BM, int BN, int BK, int TM, int TN, typename OperandA, typename OperandB, typename Store>
+__device__ void tiled_gemm(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
+                           const OperandB& b, const Store& store)
+{
+    constexpr int THREADS = (BM / TM) * (BN / TN);
+    __align__(16) __shared__ T As[2][BK][BM + shared_pad(BK)];
+    __align__(16) __shared__ T Bs[2][BK][BN + shared_pad(BK)];
+    // tm runs fastest, so a warp's stores of C run along m: along output pixels.
+    const int tm = threadIdx.x % (BM / TM), tn = threadIdx.x / (BM / TM);
+    for (long long j0 = (long long)blockIdx.y * BN; j0 < J; j0 += (long long)gridDim.y * BN) {
+        for (long long m0 = (long long)blockIdx.x * BM; m0 < M; m0 += (long long)gridDim.x * BM) {
+            SliceLoader<T, BM, BK, THREADS, OperandA> load_a(a, m0, M, k_begin);
+            SliceLoader<T, BN, BK, THREADS, OperandB> load_b(b, j0, J, k_begin);
+            typename Store::Row out = store.row(m0 + tm * TM);
+            load_a.load((int)min(k_end - k_begin, (long long)BK));
+            load_b.load((int)min(k_end - k_begin, (long long)BK));
+            load_a.put(As[0]);
+            load_b.put(Bs[0]);
+            __syncthreads();
+            T acc[TM][TN] = {};
+            int buffer = 0;
+            for (long long k0 = k_begin; k0 < k_end; k0 += BK) {
+                const bool more = k0 + BK < k_end;
+                if (more) {  // in flight while the products below run
+                    const int depth = (int)min(k_end - k0 - BK, (long long)BK);
+                    load_a.advance();
+                    load_b.advance();
+                    load_a.load(depth);
+                    load_b.load(depth);
+                }
+                multiply_slice<T, BM, BN, BK, TM, TN>(As[buffer], Bs[buffer], tm, tn, acc);
+                if (more) {
+                    load_a.put(As[buffer ^ 1]);
+                    load_b.put(Bs[buffer ^ 1]);
+                }
                 __syncthreads();
-                for (int kk = 0; kk < TILE; ++kk)
-                    acc += As[kk][tx] * Bs[kk][ty];
-                __syncthreads();  // the next slice overwrites As and Bs
+                buffer ^= 1;
             }
-            // threadIdx.x runs along m when storing: consecutive output pixels are neighbours.
-            if (m0 + tx < M && j0 + ty < J)
-                store(m0 + tx, j0 + ty, acc);
+            for (int i = 0; i < TM; ++i, store.next(out))
+                for (int j = 0; j < TN; ++j)
+                    if (m0 + tm * TM + i < M && j0 + tn * TN + j < J)
+                        store.put(out, j0 + tn * TN + j, acc[i][j]);
         }
     }
 }
 
 // y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, c, oh*SH - PH + ky, ow*SW - PW + kx] * w[o, c, ky, kx]
-template <typename T, int TILE>
+template <typename T, int BM, int BN, int BK, int TM, int TN>
 __global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                T* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
                                int OH, int OW, int SH, int SW, int PH, int PW)
@@ -74,12 +373,10 @@ __global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w,
     const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
     const long long OHW = (long long)OH * OW;
     const long long taps = (long long)C * KH * KW;
-    auto patch = [=](long long pixel, long long tap) { return g.input_patch(x, pixel, tap); };
-    auto filter = [=](long long tap, long long o) { return w[o * taps + tap]; };
-    auto store = [=](long long pixel, long long o, T acc) {
-        y[((pixel / OHW) * O + o) * OHW + pixel % OHW] = acc + b[o];
-    };
-    tiled_gemm<T, TILE>(N * OHW, O, 0, taps, patch, filter, store);
+    const PatchByPixel<T> patch{x, g};
+    const Strided<T> filter{w, taps, (long long)KH * KW, g.taps()};  // w[o*taps + (c*KH + ky)*KW + kx]
+    const StoreRows<T> store{y, b, OHW, O};
+    tiled_gemm<T, BM, BN, BK, TM, TN>(N * OHW, O, 0, taps, patch, filter, store);
 }
 
 // dx as the seeds derive it: the "full" convolution of the stride-1 gradient map with the
@@ -92,35 +389,25 @@ __global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w,
 // [0, OH*SH): those are read from dy, the inserted zeros are skipped, never stored. Rows no
 // window reached (when (H + 2P - K) % S != 0) find no such index and get 0. Channel c takes
 // channel c of every filter, summed over the O filters (seed 002): the reduction over o.
-template <typename T, int TILE>
+template <typename T, int BM, int BN, int BK, int TM, int TN>
 __global__ void conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__ w,
                                                  T* __restrict__ dx, int N, int C, int H, int W, int O,
                                                  int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW)
 {
+    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
     const long long HW = (long long)H * W;
-    const int KHW = KH * KW;
-    auto spread_dy = [=](long long pixel, long long tap) {
-        const long long n = pixel / HW;
-        const int ih = (int)(pixel % HW) / W, iw = (int)(pixel % W);
-        const int o = (int)(tap / KHW), ky = (int)(tap % KHW) / KW, kx = (int)(tap % KW);
-        const int th = ih + PH - ky, tw = iw + PW - kx;  // the spread (stride-1) grid's row and column
-        if (th < 0 || tw < 0 || th % SH != 0 || tw % SW != 0)
-            return T(0);
-        const int oh = th / SH, ow = tw / SW;
-        if (oh >= OH || ow >= OW)
-            return T(0);
-        return dy[((n * O + o) * OH + oh) * OW + ow];
-    };
-    auto filter = [=](long long tap, long long c) { return w[((tap / KHW) * C + c) * KHW + tap % KHW]; };
-    auto store = [=](long long pixel, long long c, T acc) { dx[((pixel / HW) * C + c) * HW + pixel % HW] = acc; };
-    tiled_gemm<T, TILE>(N * HW, C, 0, (long long)O * KHW, spread_dy, filter, store);
+    const long long KHW = (long long)KH * KW;
+    const SpreadDy<T> spread_dy{dy, g};
+    const Strided<T> filter{w, KHW, C * KHW, g.taps()};  // w[(o*C + c)*KH*KW + ky*KW + kx]
+    const StoreRows<T> store{dx, nullptr, HW, C};
+    tiled_gemm<T, BM, BN, BK, TM, TN>(N * HW, C, 0, O * KHW, spread_dy, filter, store);
 }
 
 // dw[o, c, ky, kx] = sum over (n, oh, ow) of dy[n, o, oh, ow] * x[n, c, oh*SH - PH + ky, ow*SW - PW + kx]:
 // the layer's input correlated with dy, summed over the batch and every position (weight sharing).
 // Block z sums positions [z * chunk, (z + 1) * chunk) into partials[z] (O x C*KH*KW), so that a
 // batch-long reduction still keeps many blocks busy; add_partial_sums finishes the sum.
-template <typename T, int TILE>
+template <typename T, int BM, int BN, int BK, int TM, int TN>
 __global__ void conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
                                        int N, int C, int H, int W, int O, int KH, int KW,
                                        int OH, int OW, int SH, int SW, int PH, int PW, long long chunk)
@@ -130,10 +417,10 @@ __global__ void conv2d_backward_weight(const T* __restrict__ x, const T* __restr
     const long long taps = (long long)C * KH * KW;
     const long long k_begin = blockIdx.z * chunk, k_end = min(k_begin + chunk, N * OHW);
     T* partial = partials + (long long)blockIdx.z * O * taps;
-    auto grad_out = [=](long long o, long long pixel) { return dy[((pixel / OHW) * O + o) * OHW + pixel % OHW]; };
-    auto patch = [=](long long pixel, long long tap) { return g.input_patch(x, pixel, tap); };
-    auto store = [=](long long o, long long tap, T acc) { partial[o * taps + tap] = acc; };
-    tiled_gemm<T, TILE>(O, taps, k_begin, k_end, grad_out, patch, store);
+    const Strided<T> grad_out{dy, OHW, O * OHW, g.pixels()};  // dy[(n*O + o)*OH*OW + oh*OW + ow]
+    const PatchByTap<T> patch{x, g};
+    const StoreRows<T> store{partial, nullptr, 1, taps};
+    tiled_gemm<T, BM, BN, BK, TM, TN>(O, taps, k_begin, k_end, grad_out, patch, store);
 }
 
 // out[i] = partials[0][i] + partials[1][i] + ... in chunk order, one thread per element.

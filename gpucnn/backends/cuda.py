@@ -16,11 +16,12 @@ from . import launch
 
 _C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
-# Each kernel: its .cu file and its template arguments, {T} being float or double.
+# Each kernel: its .cu file and its template arguments, {T} being float or double and
+# {tile} one of launch.GEMM_TILES (each GEMM kernel has an instance per tile).
 _KERNELS = {
-    "conv2d_forward": ("conv2d.cu", f"{{T}}, {launch.GEMM_TILE}"),
-    "conv2d_backward_data_full_rot180": ("conv2d.cu", f"{{T}}, {launch.GEMM_TILE}"),
-    "conv2d_backward_weight": ("conv2d.cu", f"{{T}}, {launch.GEMM_TILE}"),
+    "conv2d_forward": ("conv2d.cu", "{T}, {tile}"),
+    "conv2d_backward_data_full_rot180": ("conv2d.cu", "{T}, {tile}"),
+    "conv2d_backward_weight": ("conv2d.cu", "{T}, {tile}"),
     "add_partial_sums": ("conv2d.cu", "{T}"),
     "conv2d_backward_bias": ("conv2d.cu", f"{{T}}, {launch.REDUCE_BLOCK}"),
     "max_pool2d_forward": ("max_pool2d.cu", "{T}"),
@@ -48,14 +49,20 @@ def kernel_source(filename):
     return (resources.files("gpucnn") / "cuda_kernels" / filename).read_text()
 
 
-def _instance(kernel, c_type):
-    """The name expression of kernel's instance for c_type, e.g. "relu_forward<float>"."""
-    return f"{kernel}<{_KERNELS[kernel][1].format(T=c_type)}>"
+def _instance(kernel, c_type, tile=None):
+    """The name expression of kernel's instance for c_type (and tile, for the GEMM kernels),
+    e.g. "relu_forward<float>", "conv2d_forward<double, 64, 64, 8, 4, 4>"."""
+    return f"{kernel}<{_KERNELS[kernel][1].format(T=c_type, tile=tile and tile.template_args)}>"
+
+
+def _tiles(kernel):
+    return launch.GEMM_TILES if "{tile}" in _KERNELS[kernel][1] else (None,)
 
 
 def name_expressions(filename):
     """Every template instance that the module built from filename provides."""
-    return tuple(_instance(k, c) for k, (f, _) in _KERNELS.items() if f == filename for c in _C_TYPES.values())
+    return tuple(_instance(k, c, tile) for k, (f, _) in _KERNELS.items() if f == filename
+                 for c in _C_TYPES.values() for tile in _tiles(k))
 
 
 def _module(filename, emulated):
@@ -73,7 +80,8 @@ def _launch(kernel, config, like, args):
     if config is None:
         return
     emulated = isinstance(like, cuda.EmulatedDeviceArray)
-    function = _module(_KERNELS[kernel][0], emulated).get_function(_instance(kernel, _C_TYPES[like.dtype]))
+    instance = _instance(kernel, _C_TYPES[like.dtype], config.tile)
+    function = _module(_KERNELS[kernel][0], emulated).get_function(instance)
     function(config.grid, config.block, args, shared_mem=config.shared_mem)
 
 

@@ -7,12 +7,49 @@ All shared memory is declared statically in the kernels (`shared_mem` stays 0).
 """
 from dataclasses import dataclass
 
-GEMM_TILE = 16        # conv2d.cu's tiled_gemm: TILE x TILE threads, one element of the product each
 REDUCE_BLOCK = 256    # conv2d_backward_bias: threads per channel's tree reduction (a power of two)
 ELEMENTWISE_BLOCK = 256
 MAX_GRID = 65535      # blocks per grid dimension; the grid-stride loops cover the rest
 BUSY_BLOCKS = 256     # about what keeps a large GPU busy: the weight gradient's chunking aims there
-MIN_CHUNK = 64 * GEMM_TILE  # positions per weight-gradient chunk, at least: partial sums stay few
+MIN_CHUNK = 1024      # positions per weight-gradient chunk, at least: partial sums stay few
+
+
+@dataclass(frozen=True)
+class GemmTile:
+    """The template arguments of conv2d.cu's GEMM kernels: a block computes rows x cols of the
+    product, staging k_slice values of k at a time in shared memory, and each of its threads
+    computes thread_rows x thread_cols of them in registers."""
+    rows: int
+    cols: int
+    k_slice: int
+    thread_rows: int
+    thread_cols: int
+
+    @property
+    def threads(self):
+        return (self.rows // self.thread_rows) * (self.cols // self.thread_cols)
+
+    @property
+    def template_args(self):
+        return f"{self.rows}, {self.cols}, {self.k_slice}, {self.thread_rows}, {self.thread_cols}"
+
+
+# Every tile is instantiated for every GEMM kernel (cuda.py), so one tile shape can serve any
+# pass. 4 x 4 per thread: 16 multiply-adds for 8 operands read from shared memory (2 wide
+# reads in float32); one accumulator per thread needs 2 reads per multiply-add. Per slice a
+# thread gathers rows * k_slice / threads elements of A (cols * k_slice / threads of B), each
+# row's address part held in registers: the narrow tiles take k_slice 4 to keep that at 4.
+GEMM_TILES = (
+    GemmTile(64, 64, 8, 4, 4),   # the general case, 256 threads
+    GemmTile(256, 16, 4, 4, 4),  # few columns: forward of a layer with 6 or 16 filters, 256 threads
+    GemmTile(256, 4, 4, 1, 4),   # fewer: backward-data of a 1- or 3-channel input, 256 threads
+    GemmTile(16, 64, 4, 4, 4),   # few rows: weight gradient of a layer with few filters, 64 threads
+)
+GEMM_K_SLICE = max(tile.k_slice for tile in GEMM_TILES)  # weight-gradient chunks hold whole slices
+# One gathered operand element costs about as many issue slots as 30 multiply-adds: the 64x64
+# forward's main loop (sm_90 SASS) spends ~130 instructions on a thread's 4 gathers per slice,
+# and 128 FFMA on its products, and one warp instruction does 32 of either.
+GATHER_COST = 30
 
 
 @dataclass(frozen=True)
@@ -20,17 +57,36 @@ class Launch:
     grid: tuple
     block: tuple
     shared_mem: int = 0
+    tile: GemmTile = None  # the GEMM kernels' instance; None for the others
 
 
 def _blocks(items, per_block):
     return min(-(-items // per_block), MAX_GRID)
 
 
+def gemm_tile(rows, cols):
+    """The tile with the least estimated work for a (rows x cols) product, per k: its padded
+    multiply-adds, plus GATHER_COST for every element of A and B it gathers (each column tile
+    gathers the rows' A again, each row tile the columns' B). The earliest of GEMM_TILES wins
+    a tie.
+
+    A 64 x 64 tile over a product with 6 columns (a LeNet layer's 6 filters) would spend 90% of
+    its multiply-adds on columns that do not exist; 4-wide tiles would gather its input
+    patches twice.
+    """
+    def work(tile):
+        row_tiles, col_tiles = -(-rows // tile.rows), -(-cols // tile.cols)
+        gathered = row_tiles * tile.rows * col_tiles + col_tiles * tile.cols * row_tiles
+        return row_tiles * tile.rows * col_tiles * tile.cols + GATHER_COST * gathered
+    return min(GEMM_TILES, key=work)
+
+
 def tiled_gemm(rows, cols):
     """A (rows x cols) implicit-GEMM product: blockIdx.x walks row tiles, blockIdx.y column tiles."""
     if rows == 0 or cols == 0:
         return None
-    return Launch((_blocks(rows, GEMM_TILE), _blocks(cols, GEMM_TILE)), (GEMM_TILE, GEMM_TILE))
+    tile = gemm_tile(rows, cols)
+    return Launch((_blocks(rows, tile.rows), _blocks(cols, tile.cols)), (tile.threads,), tile=tile)
 
 
 def conv2d_forward(N, O, OH, OW):
@@ -52,18 +108,19 @@ def weight_gradient_chunks(O, C, KH, KW, positions):
     never change between runs. An empty batch is one empty chunk, which writes zeros.
     """
     if positions == 0:
-        return GEMM_TILE, 1
-    tiles = _blocks(O, GEMM_TILE) * _blocks(C * KH * KW, GEMM_TILE)
+        return GEMM_K_SLICE, 1
+    tile = gemm_tile(O, C * KH * KW)
+    tiles = _blocks(O, tile.rows) * _blocks(C * KH * KW, tile.cols)
     wanted = max(1, min(-(-BUSY_BLOCKS // tiles), -(-positions // MIN_CHUNK), MAX_GRID))
     chunk = -(-positions // wanted)
-    chunk = -(-chunk // GEMM_TILE) * GEMM_TILE  # whole k-tiles
+    chunk = -(-chunk // GEMM_K_SLICE) * GEMM_K_SLICE  # whole k slices
     return chunk, -(-positions // chunk)
 
 
 def conv2d_backward_weight(O, C, KH, KW, chunks):
     """Rows: output channels; columns: filter taps (c, ky, kx); blockIdx.z: the chunk of positions."""
     config = tiled_gemm(O, C * KH * KW)
-    return config and Launch(config.grid + (chunks,), config.block)
+    return config and Launch(config.grid + (chunks,), config.block, tile=config.tile)
 
 
 def conv2d_backward_bias(O):

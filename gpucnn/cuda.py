@@ -110,10 +110,12 @@ def to_device(x, device):
     if device_of(x) == device:
         return x
     host = as_numpy(x)
+    # Moving copies, as between host and GPU memory (cupy.asnumpy, cupy.asarray): the
+    # emulator's device arrays are NumPy memory too, but must not share it with the host.
     if device == "cpu":
-        return host
+        return host.copy() if isinstance(x, EmulatedDeviceArray) else host
     if emulator_enabled():
-        return np.ascontiguousarray(host).view(EmulatedDeviceArray)
+        return np.array(host, order="C").view(EmulatedDeviceArray)
     return _import_cupy().asarray(host)
 
 

@@ -39,9 +39,10 @@ def check_backward(module, x, *targets, dy=None, eps=1e-6, rtol=1e-6, atol=1e-8,
         assert p.data.dtype == np.float64, "gradient checks need a float64 module (.double())"
     rng = np.random.default_rng(seed)
     y = module(x, *targets)
+    assert np.isscalar(y) or device_of(y) == device_of(x), f"output on {device_of(y)}, the input on {device_of(x)}"
     if dy is None:
-        # on the output's device, so that the same check runs a module moved to "cuda"
-        dy = float(rng.standard_normal()) if np.isscalar(y) else to_device(rng.standard_normal(y.shape), device_of(y))
+        # on the input's device, so that the same check runs a module moved to "cuda"
+        dy = float(rng.standard_normal()) if np.isscalar(y) else to_device(rng.standard_normal(y.shape), device_of(x))
     dy_host = np.asarray(as_numpy(dy), dtype=np.float64)
 
     def objective():
@@ -54,6 +55,7 @@ def check_backward(module, x, *targets, dy=None, eps=1e-6, rtol=1e-6, atol=1e-8,
     numeric = [numerical_grad(objective, x, eps)] + [numerical_grad(objective, p.data, eps) for _, p in params]
     for (what, got), want in zip(analytic, numeric):
         assert got is not None, f"{type(module).__name__}: backward left no gradient for {what}"
+        assert device_of(got) == device_of(x), f"{what}: gradient on {device_of(got)}, the input on {device_of(x)}"
         got = as_numpy(got)
         assert got.shape == want.shape, f"{what}: gradient shape {got.shape}, expected {want.shape}"
         assert got.dtype == np.float64, f"{what}: gradient dtype {got.dtype}, expected float64"

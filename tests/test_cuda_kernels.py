@@ -15,29 +15,15 @@ import gpucnn.backends.cuda as cuda_ops
 from gpucnn import checks, cuda, nn, optim
 from gpucnn.backends import cpu, launch, ops_for
 
-# The device fixture only sets an environment variable: sharing it across examples is safe.
+# The cuda_device fixture only sets an environment variable: sharing it across examples is safe.
 FEW_EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 TOLERANCES = {np.float64: dict(rtol=1e-12, atol=1e-12), np.float32: dict(rtol=2e-5, atol=2e-5)}
 
 
-def _gpu_present():
-    try:
-        import cupy
-    except Exception:  # not installed, or built for another CUDA
-        return False
-    return cupy.cuda.is_available()
-
-
-@pytest.fixture(params=["emulator", pytest.param("gpu", marks=pytest.mark.gpu)])
-def device(request, monkeypatch):
-    """Turns the named CUDA implementation on; returns a function moving a NumPy array onto it."""
-    if request.param == "emulator":
-        monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
-    else:
-        if not _gpu_present():
-            pytest.skip("needs CuPy and a CUDA GPU")
-        monkeypatch.delenv("GPUCNN_CUDA_EMULATOR", raising=False)
-    return lambda a: cuda.to_device(np.ascontiguousarray(a), "cuda")
+@pytest.fixture
+def to_cuda(cuda_device):
+    """Moves a NumPy array onto the CUDA implementation under test (the emulator, or a GPU)."""
+    return lambda a: cuda.to_device(np.ascontiguousarray(a), cuda_device)
 
 
 def shuffled(shape, dtype, seed=0):
@@ -58,18 +44,18 @@ def conv_output_shape(x_shape, w_shape, stride, padding):
     return (N, O, checks.output_size(H, KH, stride[0], padding[0]), checks.output_size(W, KW, stride[1], padding[1]))
 
 
-def check_conv(device, dtype, x_shape, w_shape, stride, padding):
-    """All four convolution ops on device against cpu.py."""
+def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding):
+    """All four convolution ops on the CUDA implementation against cpu.py."""
     x, w = shuffled(x_shape, dtype, 1), shuffled(w_shape, dtype, 2)
     b = shuffled(w_shape[:1], dtype, 3)
     dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
-    assert_same(cuda_ops.conv2d_forward(device(x), device(w), device(b), stride, padding),
+    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), to_cuda(b), stride, padding),
                 cpu.conv2d_forward(x, w, b, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_data(device(dy), device(w), x_shape, stride, padding),
+    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
                 cpu.conv2d_backward_data(dy, w, x_shape, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_weight(device(x), device(dy), w_shape, stride, padding),
+    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), w_shape, stride, padding),
                 cpu.conv2d_backward_weight(x, dy, w_shape, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_bias(device(dy)), cpu.conv2d_backward_bias(dy), dtype)
+    assert_same(cuda_ops.conv2d_backward_bias(to_cuda(dy)), cpu.conv2d_backward_bias(dy), dtype)
 
 
 CONV_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
@@ -88,13 +74,13 @@ CONV_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", CONV_CASES.values(), ids=CONV_CASES.keys())
-def test_conv2d_ops_match_numpy(device, dtype, case):
-    check_conv(device, dtype, *case)
+def test_conv2d_ops_match_numpy(to_cuda, dtype, case):
+    check_conv(to_cuda, dtype, *case)
 
 
-def test_conv2d_forward_without_bias(device):
+def test_conv2d_forward_without_bias(to_cuda):
     x, w = shuffled((2, 3, 6, 6), np.float64, 1), shuffled((4, 3, 3, 3), np.float64, 2)
-    assert_same(cuda_ops.conv2d_forward(device(x), device(w), None, (2, 1), (1, 1)),
+    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), None, (2, 1), (1, 1)),
                 cpu.conv2d_forward(x, w, None, (2, 1), (1, 1)), np.float64)
 
 
@@ -111,21 +97,21 @@ def conv_geometries(draw):
 
 @FEW_EXAMPLES
 @given(geometry=conv_geometries())
-def test_conv2d_ops_match_numpy_on_random_geometry(device, geometry):
-    check_conv(device, np.float64, *geometry)
+def test_conv2d_ops_match_numpy_on_random_geometry(to_cuda, geometry):
+    check_conv(to_cuda, np.float64, *geometry)
 
 
-def check_pools(device, dtype, x, kernel, stride):
+def check_pools(to_cuda, dtype, x, kernel, stride):
     y_want, argmax_want = cpu.max_pool2d_forward(x, kernel, stride)
-    y, argmax = cuda_ops.max_pool2d_forward(device(x), kernel, stride)
+    y, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), kernel, stride)
     assert_same(y, y_want, dtype)
     assert argmax.dtype == np.int32
     np.testing.assert_array_equal(cuda.as_numpy(argmax), argmax_want)
     dy = shuffled(y_want.shape, dtype, 5)
-    assert_same(cuda_ops.max_pool2d_backward(device(dy), argmax, x.shape, kernel, stride),
+    assert_same(cuda_ops.max_pool2d_backward(to_cuda(dy), argmax, x.shape, kernel, stride),
                 cpu.max_pool2d_backward(dy, argmax_want, x.shape, kernel, stride), dtype)
-    assert_same(cuda_ops.avg_pool2d_forward(device(x), kernel, stride), cpu.avg_pool2d_forward(x, kernel, stride), dtype)
-    assert_same(cuda_ops.avg_pool2d_backward(device(dy), x.shape, kernel, stride),
+    assert_same(cuda_ops.avg_pool2d_forward(to_cuda(x), kernel, stride), cpu.avg_pool2d_forward(x, kernel, stride), dtype)
+    assert_same(cuda_ops.avg_pool2d_backward(to_cuda(dy), x.shape, kernel, stride),
                 cpu.avg_pool2d_backward(dy, x.shape, kernel, stride), dtype)
 
 
@@ -142,96 +128,117 @@ POOL_CASES = {  # x (N, C, H, W), kernel, stride
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", POOL_CASES.values(), ids=POOL_CASES.keys())
-def test_pool_ops_match_numpy(device, dtype, case):
+def test_pool_ops_match_numpy(to_cuda, dtype, case):
     x_shape, kernel, stride = case
-    check_pools(device, dtype, shuffled(x_shape, dtype), kernel, stride)
+    check_pools(to_cuda, dtype, shuffled(x_shape, dtype), kernel, stride)
 
 
 @FEW_EXAMPLES
 @given(N=st.integers(1, 2), C=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
        KH=st.integers(1, 4), KW=st.integers(1, 4), SH=st.integers(1, 4), SW=st.integers(1, 4))
-def test_pool_ops_match_numpy_on_random_geometry(device, N, C, H, W, KH, KW, SH, SW):
+def test_pool_ops_match_numpy_on_random_geometry(to_cuda, N, C, H, W, KH, KW, SH, SW):
     KH, KW = min(KH, H), min(KW, W)
-    check_pools(device, np.float64, shuffled((N, C, H, W), np.float64), (KH, KW), (SH, SW))
+    check_pools(to_cuda, np.float64, shuffled((N, C, H, W), np.float64), (KH, KW), (SH, SW))
 
 
-def test_max_pool2d_first_maximum_wins_ties(device):
+def test_max_pool2d_first_maximum_wins_ties(to_cuda):
     # Few distinct values: most windows hold their maximum more than once; overlapping windows.
     x = np.random.default_rng(0).integers(0, 3, size=(2, 3, 6, 7)).astype(np.float32)
-    check_pools(device, np.float32, x, (3, 3), (1, 2))
-    _, argmax = cuda_ops.max_pool2d_forward(device(np.zeros((1, 1, 2, 2))), (2, 2), (2, 2))
+    check_pools(to_cuda, np.float32, x, (3, 3), (1, 2))
+    _, argmax = cuda_ops.max_pool2d_forward(to_cuda(np.zeros((1, 1, 2, 2))), (2, 2), (2, 2))
     assert cuda.as_numpy(argmax).item() == 0
 
 
-def test_max_pool2d_first_nan_wins(device):
+def test_max_pool2d_first_nan_wins(to_cuda):
     x = shuffled((1, 2, 5, 5), np.float64)
     x[0, 0, 1, 1] = x[0, 0, 2, 3] = x[0, 1, 0, 0] = np.nan
     x[0, 1, 4, 4] = np.inf
     y_want, argmax_want = cpu.max_pool2d_forward(x, (3, 3), (1, 1))
-    y, argmax = cuda_ops.max_pool2d_forward(device(x), (3, 3), (1, 1))
+    y, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), (3, 3), (1, 1))
     np.testing.assert_array_equal(cuda.as_numpy(y), y_want)  # NaN where the window holds one
     np.testing.assert_array_equal(cuda.as_numpy(argmax), argmax_want)
     assert np.isnan(y_want).sum() == 9  # 8 windows meet a NaN of channel 0, 1 window of channel 1
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_relu_matches_numpy(device, dtype):
+def test_relu_matches_numpy(to_cuda, dtype):
     x = shuffled((2, 3, 4, 5), dtype)
     x.flat[:3] = [0.0, np.nan, -0.0]
-    y = cuda_ops.relu_forward(device(x))
+    y = cuda_ops.relu_forward(to_cuda(x))
     np.testing.assert_array_equal(cuda.as_numpy(y), cpu.relu_forward(x))
     dy = shuffled(x.shape, dtype, 1)
     y_cpu = cpu.relu_forward(x)
-    assert_same(cuda_ops.relu_backward(device(dy), y), cpu.relu_backward(dy, y_cpu), dtype)
+    assert_same(cuda_ops.relu_backward(to_cuda(dy), y), cpu.relu_backward(dy, y_cpu), dtype)
 
 
-def test_gradients_are_bit_identical_across_runs(device):
+def test_gradients_are_bit_identical_across_runs(to_cuda):
     x, dy = shuffled((4, 3, 20, 20), np.float32, 1), shuffled((4, 5, 20, 20), np.float32, 2)
     pooled = shuffled((4, 3, 18, 18), np.float32, 3)
     runs = []
     for _ in range(2):
-        dw = cuda_ops.conv2d_backward_weight(device(x), device(dy), (5, 3, 3, 3), (1, 1), (1, 1))
-        db = cuda_ops.conv2d_backward_bias(device(dy))
-        _, argmax = cuda_ops.max_pool2d_forward(device(x), (3, 3), (1, 1))
-        dx = cuda_ops.max_pool2d_backward(device(pooled), argmax, x.shape, (3, 3), (1, 1))
+        dw = cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), (5, 3, 3, 3), (1, 1), (1, 1))
+        db = cuda_ops.conv2d_backward_bias(to_cuda(dy))
+        _, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), (3, 3), (1, 1))
+        dx = cuda_ops.max_pool2d_backward(to_cuda(pooled), argmax, x.shape, (3, 3), (1, 1))
         runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx)])
     assert runs[0] == runs[1]
 
 
 def test_weight_gradient_chunks_cover_every_position_once():
     assert launch.weight_gradient_chunks(3, 2, 3, 3, 4 * 24 * 24) == (768, 3)
-    assert launch.weight_gradient_chunks(128, 128, 3, 3, 10**9)[1] == 1  # enough output tiles already
-    assert launch.weight_gradient_chunks(6, 1, 5, 5, 0) == (launch.GEMM_TILE, 1)
+    assert launch.weight_gradient_chunks(512, 512, 3, 3, 10**9)[1] == 1  # enough output tiles already
+    assert launch.weight_gradient_chunks(6, 1, 5, 5, 0) == (launch.GEMM_K_SLICE, 1)
     for positions in (1, 1000, 1025, 12345, 10**7):
         chunk, chunks = launch.weight_gradient_chunks(6, 1, 5, 5, positions)
-        assert chunk % launch.GEMM_TILE == 0 and (chunks - 1) * chunk < positions <= chunks * chunk
+        assert chunk % launch.GEMM_K_SLICE == 0 and (chunks - 1) * chunk < positions <= chunks * chunk
 
 
-def test_grid_stride_loops_cover_work_beyond_the_grid(device, monkeypatch):
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("tile", launch.GEMM_TILES, ids=lambda t: t.template_args.replace(", ", "x"))
+def test_every_gemm_tile_computes_every_pass(to_cuda, monkeypatch, dtype, tile):
+    # Every pass forced onto one tile, with one block per grid dimension walking all the tiles:
+    # ragged edges in m, j and k (k not a multiple of any slice), strides and padding.
+    monkeypatch.setattr(launch, "gemm_tile", lambda rows, cols: tile)
+    monkeypatch.setattr(launch, "MAX_GRID", 1)
+    check_conv(to_cuda, dtype, (2, 5, 9, 7), (70, 5, 3, 2), (2, 1), (1, 1))
+
+
+def test_gemm_tile_follows_the_narrow_side():
+    def tile(rows, cols):
+        t = launch.gemm_tile(rows, cols)
+        return t.rows, t.cols
+    assert tile(64 * 28 * 28, 6)[1] == 16       # forward of LeNet's first layer: 6 filters, one column tile
+    assert tile(64 * 28 * 28, 1)[1] == 4        # its backward-data: a 1-channel input
+    assert tile(6, 1 * 5 * 5)[0] == 16          # its weight gradient: 6 rows (filters)
+    assert tile(64 * 56 * 56, 128) == (64, 64)  # a wide layer
+    assert all(t.threads % t.k_slice == 0 for t in launch.GEMM_TILES)  # conv2d.cu's SliceLoader
+
+
+def test_grid_stride_loops_cover_work_beyond_the_grid(to_cuda, monkeypatch):
     monkeypatch.setattr(launch, "MAX_GRID", 1)  # one block per grid dimension does all the work
-    check_conv(device, np.float64, (2, 3, 6, 5), (17, 3, 3, 2), (2, 1), (1, 1))
-    check_pools(device, np.float64, shuffled((2, 3, 7, 6), np.float64), (3, 2), (2, 1))
+    check_conv(to_cuda, np.float64, (2, 3, 6, 5), (17, 3, 3, 2), (2, 1), (1, 1))
+    check_pools(to_cuda, np.float64, shuffled((2, 3, 7, 6), np.float64), (3, 2), (2, 1))
 
 
-def test_empty_batch_needs_no_zero_size_grid(device):
+def test_empty_batch_needs_no_zero_size_grid(to_cuda):
     x, w = np.zeros((0, 3, 6, 6)), shuffled((4, 3, 3, 3), np.float64)
-    y = cuda_ops.conv2d_forward(device(x), device(w), None, (1, 1), (1, 1))
+    y = cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), None, (1, 1), (1, 1))
     assert y.shape == (0, 4, 6, 6) and cuda.is_cuda_array(y)
-    dy = device(np.zeros((0, 4, 6, 6)))
-    assert cuda_ops.conv2d_backward_data(dy, device(w), x.shape, (1, 1), (1, 1)).shape == x.shape
-    assert_same(cuda_ops.conv2d_backward_weight(device(x), dy, w.shape, (1, 1), (1, 1)), np.zeros(w.shape), np.float64)
+    dy = to_cuda(np.zeros((0, 4, 6, 6)))
+    assert cuda_ops.conv2d_backward_data(dy, to_cuda(w), x.shape, (1, 1), (1, 1)).shape == x.shape
+    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), dy, w.shape, (1, 1), (1, 1)), np.zeros(w.shape), np.float64)
     assert_same(cuda_ops.conv2d_backward_bias(dy), np.zeros(4), np.float64)
-    y, argmax = cuda_ops.max_pool2d_forward(device(x), (2, 2), (2, 2))
+    y, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), (2, 2), (2, 2))
     assert y.shape == argmax.shape == (0, 3, 3, 3)
     assert cuda_ops.max_pool2d_backward(y, argmax, x.shape, (2, 2), (2, 2)).shape == x.shape
-    assert cuda_ops.avg_pool2d_backward(cuda_ops.avg_pool2d_forward(device(x), (2, 2), (2, 2)),
+    assert cuda_ops.avg_pool2d_backward(cuda_ops.avg_pool2d_forward(to_cuda(x), (2, 2), (2, 2)),
                                         x.shape, (2, 2), (2, 2)).shape == x.shape
-    assert cuda_ops.relu_backward(device(x), cuda_ops.relu_forward(device(x))).shape == x.shape
+    assert cuda_ops.relu_backward(to_cuda(x), cuda_ops.relu_forward(to_cuda(x))).shape == x.shape
 
 
-def test_non_contiguous_inputs_are_made_contiguous(device):
+def test_non_contiguous_inputs_are_made_contiguous(to_cuda):
     x, w = shuffled((2, 3, 8, 6), np.float64, 1), shuffled((4, 3, 2, 6), np.float64, 2)
-    x_view, w_view = device(x)[:, :, ::2], device(w)[..., ::2]
+    x_view, w_view = to_cuda(x)[:, :, ::2], to_cuda(w)[..., ::2]
     assert not x_view.flags.c_contiguous and not w_view.flags.c_contiguous
     assert_same(cuda_ops.conv2d_forward(x_view, w_view, None, (1, 1), (0, 0)),
                 cpu.conv2d_forward(x[:, :, ::2], w[..., ::2], None, (1, 1), (0, 0)), np.float64)
@@ -239,19 +246,19 @@ def test_non_contiguous_inputs_are_made_contiguous(device):
                 cpu.max_pool2d_forward(x[:, :, ::2], (2, 2), (1, 1))[0], np.float64)
 
 
-def test_bad_dtypes_and_shapes_are_refused_before_launch(device):
-    x, w = device(np.zeros((1, 1, 4, 4), np.float32)), device(np.zeros((1, 1, 3, 3)))
+def test_bad_dtypes_and_shapes_are_refused_before_launch(to_cuda):
+    x, w = to_cuda(np.zeros((1, 1, 4, 4), np.float32)), to_cuda(np.zeros((1, 1, 3, 3)))
     with pytest.raises(ValueError, match=r"conv2d_forward: x dtype \(float32\) and weight dtype \(float64\)"):
         cuda_ops.conv2d_forward(x, w, None, (1, 1), (0, 0))
     with pytest.raises(ValueError, match="relu_forward: expected x of dtype float32 or float64, but got int64"):
-        cuda_ops.relu_forward(device(np.zeros(3, np.int64)))
+        cuda_ops.relu_forward(to_cuda(np.zeros(3, np.int64)))
     y, argmax = cuda_ops.max_pool2d_forward(x, (2, 2), (2, 2))
     with pytest.raises(ValueError, match="max_pool2d_backward: expected argmax of dtype int32, but got int64"):
         cuda_ops.max_pool2d_backward(y, argmax.astype(np.int64), x.shape, (2, 2), (2, 2))
     with pytest.raises(ValueError, match=r"conv2d_backward_data: expected dy of shape \(1, 1, 2, 2\), but got \(1, 1, 3, 3\)"):
-        cuda_ops.conv2d_backward_data(device(np.zeros((1, 1, 3, 3))), w, (1, 1, 4, 4), (1, 1), (0, 0))
+        cuda_ops.conv2d_backward_data(to_cuda(np.zeros((1, 1, 3, 3))), w, (1, 1, 4, 4), (1, 1), (0, 0))
     with pytest.raises(ValueError, match=r"conv2d_forward: weight of shape \(1, 2, 3, 3\) has 2 input channels, but x has 1"):
-        cuda_ops.conv2d_forward(x, device(np.zeros((1, 2, 3, 3), np.float32)), None, (1, 1), (0, 0))
+        cuda_ops.conv2d_forward(x, to_cuda(np.zeros((1, 2, 3, 3), np.float32)), None, (1, 1), (0, 0))
 
 
 def lenet():
@@ -265,11 +272,11 @@ def lenet():
 
 @pytest.mark.parametrize("optimizer", [lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9), lambda ps: optim.Adam(ps)],
                          ids=["SGD", "Adam"])
-def test_lenet_forward_backward_and_step_match_cpu(device, optimizer):
+def test_lenet_forward_backward_and_step_match_cpu(to_cuda, optimizer):
     x, target = shuffled((2, 1, 28, 28), np.float64), np.array([3, 7])
     host, dev = lenet(), lenet().to("cuda")
     losses, grads = [], []
-    for model, inputs in ((host, (x, target)), (dev, (device(x), device(target)))):
+    for model, inputs in ((host, (x, target)), (dev, (to_cuda(x), to_cuda(target)))):
         criterion, opt = nn.CrossEntropyLoss(), optimizer(model.parameters())
         out = model(inputs[0])
         losses.append(criterion(out, inputs[1]))
@@ -287,7 +294,7 @@ def test_lenet_forward_backward_and_step_match_cpu(device, optimizer):
     assert ops_for(dev[0].weight.data) is cuda_ops
 
 
-def test_conv1d_model_matches_cpu(device):
+def test_conv1d_model_matches_cpu(to_cuda):
     def model():
         nn.manual_seed(0)
         return nn.Sequential(nn.Conv1d(2, 4, 3, stride=2, padding=1), nn.ReLU(), nn.MaxPool1d(2),  # 13 -> 7 -> 3
@@ -295,7 +302,7 @@ def test_conv1d_model_matches_cpu(device):
     x, target = shuffled((3, 2, 13), np.float64), shuffled((3, 3), np.float64, 1)
     host, dev = model(), model().to("cuda")
     results = []
-    for m, inputs in ((host, (x, target)), (dev, (device(x), device(target)))):
+    for m, inputs in ((host, (x, target)), (dev, (to_cuda(x), to_cuda(target)))):
         criterion = nn.MSELoss()
         loss = criterion(m(inputs[0]), inputs[1])
         results.append([loss, m.backward(criterion.backward())] + [p.grad for p in m.parameters()])
@@ -305,7 +312,8 @@ def test_conv1d_model_matches_cpu(device):
 
 
 def test_every_kernel_file_compiles_with_nvcc(tmp_path):
-    """The kernel text is real CUDA: each file, with its name expressions instantiated, for sm_80 and sm_90."""
+    """The kernel text is real CUDA: each file, with its name expressions instantiated, for sm_80
+    and sm_90, and no instance spills registers to local memory (ptxas -warn-spills as an error)."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not on PATH")
@@ -314,9 +322,11 @@ def test_every_kernel_file_compiles_with_nvcc(tmp_path):
         unit = tmp_path / filename
         instances = ", ".join(f"(void*)&{name}" for name in cuda_ops.name_expressions(filename))
         unit.write_text(cuda_ops.kernel_source(filename) + f"\nvoid* instances[] = {{{instances}}};\n")
-        command = [nvcc, "-std=c++17", "-gencode", "arch=compute_80,code=sm_80", "-gencode",
-                   "arch=compute_90,code=sm_90", "-c", str(unit), "-o", str(unit.with_suffix(".o"))]
-        jobs.append((filename, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-    for filename, job in jobs:
+        for arch in ("sm_80", "sm_90"):  # one process each: conv2d.cu's many instances take a while
+            command = [nvcc, "-std=c++17", f"-arch={arch}", "-Xptxas", "-warn-spills,-Werror", "-c", str(unit),
+                       "-o", str(tmp_path / f"{filename}.{arch}.o")]
+            jobs.append((filename, arch, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                                          text=True)))
+    for filename, arch, job in jobs:
         output = job.communicate()[0]
-        assert job.returncode == 0, f"{filename}:\n{output}"
+        assert job.returncode == 0, f"{filename} ({arch}):\n{output}"

@@ -1,12 +1,22 @@
 """Bad input gets a ValueError naming the layer, the rule and the value it got, worded
 like PyTorch's, before any op runs; other misuse (backward first, mixed devices, no
-CUDA) is just as clear."""
+CUDA) is just as clear. Errors about the input fire with the same words on every device
+of the `device` fixture, and no kernel is launched before them."""
 import re
 
 import numpy as np
 import pytest
 
+import gpucnn.backends.cuda as cuda_ops
 from gpucnn import cuda, functional as F, nn, optim
+
+
+@pytest.fixture(autouse=True)
+def _no_kernel_launches(monkeypatch):
+    """Every error here must come before the first kernel launch; a launch fails the test."""
+    def launch(kernel, *args):
+        pytest.fail(f"kernel {kernel} was launched")
+    monkeypatch.setattr(cuda_ops, "_launch", launch)
 
 
 def raises(*fragments):
@@ -14,36 +24,36 @@ def raises(*fragments):
     return pytest.raises(ValueError, match=".*".join(re.escape(f) for f in fragments))
 
 
-def zeros(*shape):
-    return np.zeros(shape, dtype=np.float32)
+def zeros(*shape, device="cpu"):
+    return cuda.to_device(np.zeros(shape, dtype=np.float32), device)
 
 
 # -- shapes of the input -------------------------------------------------------------
 
-def test_wrong_channel_count_is_worded_like_pytorch():
+def test_wrong_channel_count_is_worded_like_pytorch(device):
     with raises("Conv2d: expected input[2, 5, 8, 8] to have 3 channels, but got 5 channels instead"):
-        nn.Conv2d(3, 4, 3)(zeros(2, 5, 8, 8))
+        nn.Conv2d(3, 4, 3).to(device)(zeros(2, 5, 8, 8, device=device))
     with raises("Conv1d: expected input[1, 2, 8] to have 1 channels, but got 2 channels instead"):
-        nn.Conv1d(1, 4, 3)(zeros(1, 2, 8))
+        nn.Conv1d(1, 4, 3).to(device)(zeros(1, 2, 8, device=device))
 
 
-@pytest.mark.parametrize("layer, shape, want", [
-    (nn.Conv2d(3, 4, 3), (3, 8, 8), "Conv2d: expected 4D input (N, C, H, W), but got input of shape [3, 8, 8] (3D)"),
-    (nn.Conv1d(3, 4, 3), (2, 3, 1, 8), "Conv1d: expected 3D input (N, C, L), but got input of shape [2, 3, 1, 8] (4D)"),
-    (nn.MaxPool2d(2), (4, 4), "MaxPool2d: expected 4D input (N, C, H, W), but got input of shape [4, 4] (2D)"),
-    (nn.AvgPool1d(2), (1, 1, 4, 4), "AvgPool1d: expected 3D input (N, C, L), but got input of shape [1, 1, 4, 4] (4D)"),
-])
-def test_wrong_rank(layer, shape, want):
+@pytest.mark.parametrize("make, shape, want", [
+    (lambda: nn.Conv2d(3, 4, 3), (3, 8, 8), "Conv2d: expected 4D input (N, C, H, W), but got input of shape [3, 8, 8] (3D)"),
+    (lambda: nn.Conv1d(3, 4, 3), (2, 3, 1, 8), "Conv1d: expected 3D input (N, C, L), but got input of shape [2, 3, 1, 8] (4D)"),
+    (lambda: nn.MaxPool2d(2), (4, 4), "MaxPool2d: expected 4D input (N, C, H, W), but got input of shape [4, 4] (2D)"),
+    (lambda: nn.AvgPool1d(2), (1, 1, 4, 4), "AvgPool1d: expected 3D input (N, C, L), but got input of shape [1, 1, 4, 4] (4D)"),
+], ids=["Conv2d", "Conv1d", "MaxPool2d", "AvgPool1d"])
+def test_wrong_rank(device, make, shape, want):
     with raises(want):
-        layer(zeros(*shape))
+        make().to(device)(zeros(*shape, device=device))
 
 
-def test_input_smaller_than_the_kernel():
+def test_input_smaller_than_the_kernel(device):
     with raises("Conv2d", "padded input size per channel: (4 x 6)", "kernel size: (5 x 5)",
                 "can't be greater than actual input size", "[1, 3, 4, 6]"):
-        nn.Conv2d(3, 1, 5)(zeros(1, 3, 4, 6))
+        nn.Conv2d(3, 1, 5).to(device)(zeros(1, 3, 4, 6, device=device))
     with raises("Conv1d", "(4)", "kernel size: (7)"):
-        nn.Conv1d(1, 1, 7, padding=1)(zeros(1, 1, 2))
+        nn.Conv1d(1, 1, 7, padding=1).to(device)(zeros(1, 1, 2, device=device))
 
 
 def test_padding_makes_room_for_the_kernel():
@@ -55,28 +65,30 @@ def test_padding_makes_room_for_the_kernel():
     (nn.AvgPool2d, (1, 1, 5, 5), 6, "(5 x 5); pooling window: (6 x 6)"),
     (nn.MaxPool1d, (2, 3, 2), 3, "(2); pooling window: (3)"),
 ])
-def test_pooling_window_larger_than_the_input(pool, shape, kernel, want):
+def test_pooling_window_larger_than_the_input(device, pool, shape, kernel, want):
     with raises(pool.__name__, want, "can't be greater than actual input size"):
-        pool(kernel)(zeros(*shape))
+        pool(kernel)(zeros(*shape, device=device))
 
 
-def test_wrong_feature_count_for_linear():
+def test_wrong_feature_count_for_linear(device):
     with raises("Linear: expected input[3, 5] to have 4 features", "but got 5 features instead"):
-        nn.Linear(4, 2)(zeros(3, 5))
+        nn.Linear(4, 2).to(device)(zeros(3, 5, device=device))
 
 
-def test_non_float_and_non_array_input():
+def test_non_float_and_non_array_input(device):
     with raises("Conv2d: expected input of dtype float32 or float64, but got int64"):
-        nn.Conv2d(1, 1, 1)(np.zeros((1, 1, 2, 2), dtype=np.int64))
+        nn.Conv2d(1, 1, 1).to(device)(cuda.to_device(np.zeros((1, 1, 2, 2), dtype=np.int64), device))
+    with raises("max_pool2d: expected input of dtype float32 or float64, but got int32"):
+        F.max_pool2d(cuda.to_device(np.zeros((1, 1, 2, 2), dtype=np.int32), device), 2)
     with raises("relu: expected input to be a numpy or cupy array, but got list"):
         F.relu([1.0, -1.0])
 
 
-def test_input_dtype_must_match_the_layer():
+def test_input_dtype_must_match_the_layer(device):
     with raises("Conv2d: input dtype (float64) and weight dtype (float32) should be the same"):
-        nn.Conv2d(1, 1, 1)(np.zeros((1, 1, 2, 2)))
+        nn.Conv2d(1, 1, 1).to(device)(cuda.to_device(np.zeros((1, 1, 2, 2)), device))
     with raises("Linear: input dtype (float32) and weight dtype (float64)"):
-        nn.Linear(2, 2).double()(zeros(1, 2))
+        nn.Linear(2, 2).double().to(device)(zeros(1, 2, device=device))
 
 
 # -- constructor arguments -----------------------------------------------------------
@@ -101,38 +113,41 @@ def test_bad_constructor_arguments(make, want):
         make()
 
 
-def test_functional_arguments_are_checked_too():
+def test_functional_arguments_are_checked_too(device):
     with raises("conv2d: stride must be positive, but got stride=(1, 0)"):
-        F.conv2d(zeros(1, 1, 4, 4), zeros(1, 1, 2, 2), stride=(1, 0))
+        F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(1, 1, 2, 2, device=device), stride=(1, 0))
     with raises("conv1d: padding must be non-negative, but got padding=(-2,)"):
-        F.conv1d(zeros(1, 1, 4), zeros(1, 1, 2), padding=-2)
+        F.conv1d(zeros(1, 1, 4, device=device), zeros(1, 1, 2, device=device), padding=-2)
     with raises("max_pool2d: kernel_size must be positive, but got kernel_size=(0, 2)"):
-        F.max_pool2d(zeros(1, 1, 4, 4), (0, 2))
+        F.max_pool2d(zeros(1, 1, 4, 4, device=device), (0, 2))
     with raises("conv2d: expected a 4D weight, but got weight of shape [4, 3, 3]"):
-        F.conv2d(zeros(1, 3, 8, 8), zeros(4, 3, 3))
+        F.conv2d(zeros(1, 3, 8, 8, device=device), zeros(4, 3, 3, device=device))
+    with raises("conv2d: input dtype (float32) and bias dtype (float64) should be the same"):
+        F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(1, 1, 2, 2, device=device), cuda.to_device(np.zeros(1), device))
 
 
 # -- losses --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("labels, bad", [([0, 3], 3), ([-1, 0], -1)])
-def test_labels_out_of_range(labels, bad):
+def test_labels_out_of_range(device, labels, bad):
     with raises(f"CrossEntropyLoss: target {bad} is out of bounds for 3 classes", "0 <= target < 3"):
-        nn.CrossEntropyLoss()(zeros(2, 3), np.array(labels))
+        nn.CrossEntropyLoss()(zeros(2, 3, device=device), cuda.to_device(np.array(labels), device))
     with raises(f"cross_entropy: target {bad} is out of bounds"):
-        F.cross_entropy(zeros(2, 3), np.array(labels))
+        F.cross_entropy(zeros(2, 3, device=device), cuda.to_device(np.array(labels), device))
 
 
-def test_bad_loss_targets():
+def test_bad_loss_targets(device):
+    logits = zeros(2, 3, device=device)
     with raises("CrossEntropyLoss: expected integer class indices as target, but got dtype float64"):
-        nn.CrossEntropyLoss()(zeros(2, 3), np.array([0.0, 1.0]))
+        nn.CrossEntropyLoss()(logits, cuda.to_device(np.array([0.0, 1.0]), device))
     with raises("CrossEntropyLoss: expected target of shape [2]", "but got target of shape [2, 1]"):
-        nn.CrossEntropyLoss()(zeros(2, 3), np.array([[0], [1]]))
+        nn.CrossEntropyLoss()(logits, cuda.to_device(np.array([[0], [1]]), device))
     with raises("CrossEntropyLoss: expected target to be a numpy or cupy array, but got list"):
-        nn.CrossEntropyLoss()(zeros(2, 3), [0, 1])
+        nn.CrossEntropyLoss()(logits, [0, 1])
     with raises("CrossEntropyLoss: expected 2D input (N, C)", "[2, 3, 1]"):
-        nn.CrossEntropyLoss()(zeros(2, 3, 1), np.array([0, 1]))
+        nn.CrossEntropyLoss()(zeros(2, 3, 1, device=device), cuda.to_device(np.array([0, 1]), device))
     with raises("MSELoss: expected target of the input's shape [2, 3], but got target of shape [3, 2]"):
-        nn.MSELoss()(zeros(2, 3), zeros(3, 2))
+        nn.MSELoss()(logits, zeros(3, 2, device=device))
 
 
 # -- state_dict ----------------------------------------------------------------------
@@ -166,8 +181,8 @@ def test_non_strict_load_skips_missing_and_unexpected_keys():
     np.testing.assert_array_equal(dst[3].bias.data, bias_before)
 
 
-def test_state_dict_with_a_wrong_shape_changes_nothing():
-    model = lenet_like()
+def test_state_dict_with_a_wrong_shape_changes_nothing(device):
+    model = lenet_like().to(device)
     before = model.state_dict()
     sd = lenet_like().state_dict()
     sd["3.weight"] = np.zeros((8, 3))
@@ -180,16 +195,17 @@ def test_state_dict_with_a_wrong_shape_changes_nothing():
 
 # -- misuse --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("layer, dy", [
-    (nn.Conv2d(1, 1, 1), zeros(1, 1, 1, 1)), (nn.Conv1d(1, 1, 1), zeros(1, 1, 1)),
-    (nn.MaxPool2d(2), zeros(1, 1, 1, 1)), (nn.AvgPool1d(2), zeros(1, 1, 1)),
-    (nn.ReLU(), zeros(3)), (nn.Flatten(), zeros(1, 3)), (nn.Linear(1, 1), zeros(1, 1)),
-    (nn.CrossEntropyLoss(), 1.0), (nn.MSELoss(), 1.0),
-    (nn.Sequential(nn.Linear(1, 1), nn.ReLU()), zeros(1, 1)),
-])
-def test_backward_before_forward(layer, dy):
+@pytest.mark.parametrize("make, dy", [
+    (lambda: nn.Conv2d(1, 1, 1), zeros(1, 1, 1, 1)), (lambda: nn.Conv1d(1, 1, 1), zeros(1, 1, 1)),
+    (lambda: nn.MaxPool2d(2), zeros(1, 1, 1, 1)), (lambda: nn.AvgPool1d(2), zeros(1, 1, 1)),
+    (lambda: nn.ReLU(), zeros(3)), (lambda: nn.Flatten(), zeros(1, 3)), (lambda: nn.Linear(1, 1), zeros(1, 1)),
+    (lambda: nn.CrossEntropyLoss(), 1.0), (lambda: nn.MSELoss(), 1.0),
+    (lambda: nn.Sequential(nn.Linear(1, 1), nn.ReLU()), zeros(1, 1)),
+], ids=["Conv2d", "Conv1d", "MaxPool2d", "AvgPool1d", "ReLU", "Flatten", "Linear", "CrossEntropyLoss", "MSELoss",
+        "Sequential"])
+def test_backward_before_forward(device, make, dy):
     with pytest.raises(RuntimeError, match=r"backward called before forward"):
-        layer.backward(dy)
+        make().to(device).backward(dy if np.isscalar(dy) else cuda.to_device(dy, device))
 
 
 def test_cuda_without_cupy_or_emulator_names_the_extra(monkeypatch):
@@ -202,22 +218,21 @@ def test_cuda_without_cupy_or_emulator_names_the_extra(monkeypatch):
         lenet_like().to("gpu")
 
 
-def on_cuda(x):
-    """x as a "cuda" array without any kernel: the emulator's array type, a view of x."""
-    return x.view(cuda.EmulatedDeviceArray)
-
-
 @pytest.mark.parametrize("call, want", [
-    (lambda: nn.Conv2d(1, 1, 1)(on_cuda(zeros(1, 1, 2, 2))), "Conv2d: expected all arrays on one device, but got input on cuda, weight on cpu"),
-    (lambda: nn.Linear(2, 1)(on_cuda(zeros(3, 2))), "Linear: expected all arrays on one device, but got input on cuda, weight on cpu"),
-    (lambda: F.conv1d(zeros(1, 1, 4), on_cuda(zeros(1, 1, 2))), "conv1d: expected all arrays on one device, but got input on cpu, weight on cuda"),
-    (lambda: nn.CrossEntropyLoss()(zeros(2, 3), on_cuda(np.array([0, 1]))), "CrossEntropyLoss: expected all arrays on one device, but got input on cpu, target on cuda"),
-    (lambda: nn.MSELoss()(on_cuda(zeros(2)), zeros(2)), "MSELoss: expected all arrays on one device, but got input on cuda, target on cpu"),
-])
-def test_mixing_devices_is_a_clear_error(monkeypatch, call, want):
-    monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    (lambda cuda_device: nn.Conv2d(1, 1, 1)(zeros(1, 1, 2, 2, device=cuda_device)),
+     "Conv2d: expected all arrays on one device, but got input on cuda, weight on cpu"),
+    (lambda cuda_device: nn.Linear(2, 1)(zeros(3, 2, device=cuda_device)),
+     "Linear: expected all arrays on one device, but got input on cuda, weight on cpu"),
+    (lambda cuda_device: F.conv1d(zeros(1, 1, 4), zeros(1, 1, 2, device=cuda_device)),
+     "conv1d: expected all arrays on one device, but got input on cpu, weight on cuda"),
+    (lambda cuda_device: nn.CrossEntropyLoss()(zeros(2, 3), cuda.to_device(np.array([0, 1]), cuda_device)),
+     "CrossEntropyLoss: expected all arrays on one device, but got input on cpu, target on cuda"),
+    (lambda cuda_device: nn.MSELoss()(zeros(2, device=cuda_device), zeros(2)),
+     "MSELoss: expected all arrays on one device, but got input on cuda, target on cpu"),
+], ids=["Conv2d", "Linear", "conv1d", "CrossEntropyLoss", "MSELoss"])
+def test_mixing_devices_is_a_clear_error(cuda_device, call, want):
     with raises(want):
-        call()
+        call(cuda_device)
 
 
 @pytest.mark.parametrize("make, want", [

@@ -1,18 +1,26 @@
 """Every layer's and loss's backward against central differences, in float64, over the
 shapes where convolution and pooling go wrong: batch 1, 1/3/5 channels, non-square
 inputs and kernels, 1x1 kernels, kernel = input, stride > kernel, padding >= kernel,
-and (H + 2P - K) not divisible by S (rows no window reaches)."""
+and (H + 2P - K) not divisible by S (rows no window reaches). Each check runs on every
+device of the `device` fixture: NumPy, and the CUDA kernels (emulated, or on a GPU)."""
 import numpy as np
 import pytest
 
 import gpucnn
 from gpucnn import nn
+from gpucnn.cuda import as_numpy, to_device
 from gradcheck import check_backward
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
     gpucnn.manual_seed(0)
+
+
+def check_on(device, module, x, *targets, **tolerances):
+    """check_backward with the module, its input and its targets moved to device."""
+    targets = [to_device(t, device) for t in targets]
+    return check_backward(module.to(device), to_device(x, device), *targets, **tolerances)
 
 
 def distinct(shape, seed=0):
@@ -43,15 +51,15 @@ CONV2D_CASES = {
 
 
 @pytest.mark.parametrize("shape, out, kernel, stride, padding", CONV2D_CASES.values(), ids=CONV2D_CASES.keys())
-def test_conv2d(shape, out, kernel, stride, padding):
+def test_conv2d(device, shape, out, kernel, stride, padding):
     m = nn.Conv2d(shape[1], out, kernel, stride=stride, padding=padding).double()
-    check_backward(m, np.random.default_rng(1).standard_normal(shape))
+    check_on(device, m, np.random.default_rng(1).standard_normal(shape))
 
 
-def test_conv2d_without_bias():
+def test_conv2d_without_bias(device):
     m = nn.Conv2d(3, 2, 3, stride=2, padding=1, bias=False).double()
     assert [name for name, _ in m.named_parameters()] == ["weight"]
-    check_backward(m, np.random.default_rng(1).standard_normal((2, 3, 5, 6)))
+    check_on(device, m, np.random.default_rng(1).standard_normal((2, 3, 5, 6)))
 
 
 # (N, C, L), out_channels, kernel_size, stride, padding
@@ -67,9 +75,9 @@ CONV1D_CASES = {
 
 
 @pytest.mark.parametrize("shape, out, kernel, stride, padding", CONV1D_CASES.values(), ids=CONV1D_CASES.keys())
-def test_conv1d(shape, out, kernel, stride, padding):
+def test_conv1d(device, shape, out, kernel, stride, padding):
     m = nn.Conv1d(shape[1], out, kernel, stride=stride, padding=padding).double()
-    check_backward(m, np.random.default_rng(1).standard_normal(shape))
+    check_on(device, m, np.random.default_rng(1).standard_normal(shape))
 
 
 # (N, C, H, W), kernel_size, stride (None: = kernel_size)
@@ -86,8 +94,8 @@ POOL2D_CASES = {
 
 @pytest.mark.parametrize("pool", [nn.MaxPool2d, nn.AvgPool2d])
 @pytest.mark.parametrize("shape, kernel, stride", POOL2D_CASES.values(), ids=POOL2D_CASES.keys())
-def test_pool2d(pool, shape, kernel, stride):
-    check_backward(pool(kernel, stride), distinct(shape))
+def test_pool2d(device, pool, shape, kernel, stride):
+    check_on(device, pool(kernel, stride), distinct(shape))
 
 
 POOL1D_CASES = {
@@ -101,40 +109,40 @@ POOL1D_CASES = {
 
 @pytest.mark.parametrize("pool", [nn.MaxPool1d, nn.AvgPool1d])
 @pytest.mark.parametrize("shape, kernel, stride", POOL1D_CASES.values(), ids=POOL1D_CASES.keys())
-def test_pool1d(pool, shape, kernel, stride):
-    check_backward(pool(kernel, stride), distinct(shape))
+def test_pool1d(device, pool, shape, kernel, stride):
+    check_on(device, pool(kernel, stride), distinct(shape))
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 3, 3), (2, 3, 4, 5), (3, 7)])
-def test_relu(shape):
-    check_backward(nn.ReLU(), away_from_zero(shape))
+def test_relu(device, shape):
+    check_on(device, nn.ReLU(), away_from_zero(shape))
 
 
 @pytest.mark.parametrize("start_dim, end_dim", [(1, -1), (2, 3), (0, 1)])
-def test_flatten(start_dim, end_dim):
-    check_backward(nn.Flatten(start_dim, end_dim), np.random.default_rng(1).standard_normal((2, 3, 2, 4)))
+def test_flatten(device, start_dim, end_dim):
+    check_on(device, nn.Flatten(start_dim, end_dim), np.random.default_rng(1).standard_normal((2, 3, 2, 4)))
 
 
 @pytest.mark.parametrize("shape, bias", [((1, 5), True), ((4, 3), False), ((2, 3, 5), True)])
-def test_linear(shape, bias):
+def test_linear(device, shape, bias):
     m = nn.Linear(shape[-1], 4, bias=bias).double()
-    check_backward(m, np.random.default_rng(1).standard_normal(shape))
+    check_on(device, m, np.random.default_rng(1).standard_normal(shape))
 
 
 @pytest.mark.parametrize("n, classes", [(1, 3), (4, 5), (6, 2)])
-def test_cross_entropy_loss(n, classes):
+def test_cross_entropy_loss(device, n, classes):
     rng = np.random.default_rng(n)
     target = rng.integers(0, classes, size=n)
-    check_backward(nn.CrossEntropyLoss(), 3 * rng.standard_normal((n, classes)), target)
+    check_on(device, nn.CrossEntropyLoss(), 3 * rng.standard_normal((n, classes)), target)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 4), (2, 3, 2, 2)])
-def test_mse_loss(shape):
+def test_mse_loss(device, shape):
     rng = np.random.default_rng(2)
-    check_backward(nn.MSELoss(), rng.standard_normal(shape), rng.standard_normal(shape))
+    check_on(device, nn.MSELoss(), rng.standard_normal(shape), rng.standard_normal(shape))
 
 
-def test_sequential_cnn():
+def test_sequential_cnn(device):
     """Two conv blocks, both pool kinds, a 1x1 conv and a linear head: the chain rule end to end."""
     m = nn.Sequential(
         nn.Conv2d(2, 3, (3, 2), padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -142,26 +150,26 @@ def test_sequential_cnn():
         nn.Flatten(), nn.Linear(4 * 3 * 1, 3),
     ).double()
     x = np.random.default_rng(3).standard_normal((2, 2, 6, 4))
-    check_backward(m, x, rtol=1e-5, atol=1e-7)
+    check_on(device, m, x, rtol=1e-5, atol=1e-7)
 
 
-def test_sequential_1d():
+def test_sequential_1d(device):
     m = nn.Sequential(nn.Conv1d(1, 2, 3, stride=2), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(2 * 4, 2)).double()
-    check_backward(m, np.random.default_rng(4).standard_normal((3, 1, 17)), rtol=1e-5, atol=1e-7)
+    check_on(device, m, np.random.default_rng(4).standard_normal((3, 1, 17)), rtol=1e-5, atol=1e-7)
 
 
-def test_parameter_gradients_accumulate_until_zero_grad():
+def test_parameter_gradients_accumulate_until_zero_grad(device):
     """As in torch: two backward passes add up; zero_grad clears."""
-    m = nn.Conv2d(2, 3, 2).double()
-    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4))
-    dy = np.ones((2, 3, 3, 3))
+    m = nn.Conv2d(2, 3, 2).double().to(device)
+    x = to_device(np.random.default_rng(0).standard_normal((2, 2, 4, 4)), device)
+    dy = to_device(np.ones((2, 3, 3, 3)), device)
     m(x)
     m.backward(dy)
-    once = m.weight.grad.copy(), m.bias.grad.copy()
+    once = as_numpy(m.weight.grad).copy(), as_numpy(m.bias.grad).copy()
     m(x)
     m.backward(dy)
-    np.testing.assert_allclose(m.weight.grad, 2 * once[0])
-    np.testing.assert_allclose(m.bias.grad, 2 * once[1])
+    np.testing.assert_allclose(as_numpy(m.weight.grad), 2 * once[0])
+    np.testing.assert_allclose(as_numpy(m.bias.grad), 2 * once[1])
     m.zero_grad()
     assert m.weight.grad is None and m.bias.grad is None
 

@@ -1,4 +1,4 @@
-from .. import functional as F
+from .. import cuda, functional as F
 from ..backends import ops_for
 from .module import Module
 
@@ -15,4 +15,6 @@ class ReLU(Module):
         return self._y
 
     def backward(self, dy):
-        return ops_for(dy).relu_backward(dy, self.saved("_y"))
+        y = self.saved("_y")
+        cuda.check_same_device("ReLU.backward", dy=dy, output=y)
+        return ops_for(dy).relu_backward(dy, y)

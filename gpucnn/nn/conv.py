@@ -2,7 +2,7 @@
 weight and bias gradients all come from the backend of the input's device."""
 import math
 
-from .. import checks, functional as F
+from .. import checks, cuda, functional as F
 from ..backends import ops_for
 from . import init
 from .module import Module, Parameter
@@ -33,6 +33,7 @@ class _ConvNd(Module):
 
     def backward(self, dy):
         x = self.saved("_x")
+        cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, input=x)
         stride, padding = self._geometry
         ops, nd = ops_for(x), self.nd
         dy = F.as_2d(dy, nd)

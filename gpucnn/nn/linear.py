@@ -1,5 +1,5 @@
 """Flatten and Linear: the fully connected head of the seeds' INPUT -> [[CONV]*N -> POOL?]*M -> [FC]*K."""
-from .. import checks, functional as F
+from .. import checks, cuda, functional as F
 from . import init
 from .module import Module, Parameter
 
@@ -48,6 +48,7 @@ class Linear(Module):
 
     def backward(self, dy):
         x = self.saved("_x")
+        cuda.check_same_device("Linear.backward", dy=dy, input=x)
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
         self.weight.accumulate(dy2.T @ x2)

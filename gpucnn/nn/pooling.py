@@ -1,6 +1,6 @@
 """Max and average pooling. Max pooling keeps the argmax from forward and routes the
 gradient through it; average pooling splits the gradient evenly (seeds 001-003)."""
-from .. import checks, functional as F
+from .. import checks, cuda, functional as F
 from ..backends import ops_for
 from .module import Module
 
@@ -33,6 +33,7 @@ class _MaxPoolNd(_PoolNd):
 
     def backward(self, dy):
         x_shape = self.saved("_x_shape")
+        cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, argmax=self._argmax)
         dx = ops_for(dy).max_pool2d_backward(F.as_2d(dy, self.nd), self._argmax, x_shape, *self._kernel_stride)
         return F.from_2d(dx, self.nd)
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Everything that needs a real GPU, in one command: the `gpu` tests (the emulator's parity
+# checks again on CuPy arrays), the benchmark against PyTorch/cuDNN, and a training run on
+# device "cuda". Results land in $OUT (default runs/gpu-check) for the note and
+# docs/benchmarks.md.
+#
+# Needs CuPy (gpucnn[cuda12] or gpucnn[cuda13]) and PyTorch with CUDA. On a machine with no
+# network, first fill a wheel folder where there is one, and bring it along:
+#   pip download -d .wheels safetensors tqdm threadpoolctl pytest hypothesis matplotlib pillow scikit-learn
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu-check}
+mkdir -p "$OUT"
+
+if [ -d .wheels ]; then
+  python -m pip install --quiet --no-index --find-links .wheels -e ".[test]"
+else
+  python -m pip install --quiet -e ".[test]"
+fi
+
+python - <<'EOF' | tee "$OUT/device.txt"
+import cupy, torch
+props = cupy.cuda.runtime.getDeviceProperties(0)
+print(props["name"].decode(), "| CuPy", cupy.__version__, "| CUDA runtime", cupy.cuda.runtime.runtimeGetVersion(),
+      "| PyTorch", torch.__version__, "| cuDNN", torch.backends.cudnn.version())
+EOF
+python -m pytest -q -ra -m gpu 2>&1 | tee "$OUT/gpu-tests.txt"
+python -m gpucnn.bench --device cuda --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
+python -m gpucnn.train --device cuda --out "$OUT/train" 2>&1 | tee "$OUT/train.txt"

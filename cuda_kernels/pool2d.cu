@@ -38,7 +38,7 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, i
         int best_at = 0;
         for (int ky = 0; ky < KH; ++ky) {
             for (int kx = 0; kx < KW; ++kx) {
-                const T v = window[ky * W + kx];
+                const T v = window[(long long)ky * W + kx];
                 // np.argmax's rule: the first maximum wins a tie (strictly greater to replace),
                 // and the first NaN wins outright and stays, as no comparison with NaN is true.
                 if (v > best || (is_nan(v) && !is_nan(best))) {
@@ -89,7 +89,7 @@ __global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, i
         T sum = T(0);
         for (int ky = 0; ky < KH; ++ky)
             for (int kx = 0; kx < KW; ++kx)
-                sum += window[ky * W + kx];
+                sum += window[(long long)ky * W + kx];
         y[i] = sum / T(KH * KW);
     }
 }

@@ -73,6 +73,17 @@ def same_dtype(layer, x, **params):
             )
 
 
+def gradient(layer, dy, shape, dtype):
+    """backward's dy must be shaped and typed like forward's output: NumPy would broadcast or
+    promote a stray one silently, where a kernel, reading bare pointers, cannot."""
+    array(f"{layer}.backward", "dy", dy)
+    if tuple(dy.shape) != tuple(shape) or dy.dtype != dtype:
+        raise ValueError(
+            f"{layer}.backward: expected dy of the output's shape {shape_str(shape)} and dtype {np.dtype(dtype)}, "
+            f"but got dy of shape {shape_str(dy.shape)} and dtype {dy.dtype}"
+        )
+
+
 def window_fits(layer, x, kernel, padding, what="kernel size"):
     """The (padded) input must hold at least one window: H + 2P >= K in every spatial dim."""
     spatial = x.shape[2:]

@@ -10,6 +10,7 @@ compiled for the CPU by `gpucnn.emulator`. That is how the CUDA path is tested o
 and how a kernel is debugged without a GPU.
 """
 import os
+import sys
 
 import numpy as np
 
@@ -47,7 +48,6 @@ def _import_cupy():
 
 def cupy_if_loaded():
     """CuPy when it has been imported already, else None: checking an array's type must not import it."""
-    import sys
     return _cupy if _cupy is not None else sys.modules.get("cupy")
 
 

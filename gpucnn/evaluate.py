@@ -48,6 +48,8 @@ def main(argv=None):
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
     parser.add_argument("--batch-size", type=int, default=500)
     args = parser.parse_args(argv)
+    if args.batch_size <= 0:
+        parser.error(f"--batch-size must be positive, but got {args.batch_size}")
     try:
         device = cuda.check_device(args.device or cuda.default_device())
         model, config = load_trained(args.checkpoint, device)

@@ -31,13 +31,23 @@ def conv_args(layer, x, weight, bias, stride, padding, nd):
     padding = checks.non_negative(layer, "padding", checks.tuple_arg(layer, "padding", padding, nd))
     checks.float_array(layer, "input", x)
     checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
+    checks.array(layer, "weight", weight)
     if weight.ndim != nd + 2:
         raise ValueError(f"{layer}: expected a {nd + 2}D weight, but got weight of shape {checks.shape_str(weight.shape)}")
     cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
     checks.same_dtype(layer, x, weight=weight, bias=bias)
+    _bias_fits(layer, bias, weight.shape[0], "output channel")
     checks.channels(layer, x, weight.shape[1])
     checks.window_fits(layer, x, weight.shape[2:], padding)
     return _lift(stride, nd, 1), _lift(padding, nd, 0)
+
+
+def _bias_fits(layer, bias, n, per):
+    """A bias holds one value per output channel or feature: NumPy would broadcast a stray one."""
+    if bias is not None and tuple(bias.shape) != (n,):
+        raise ValueError(
+            f"{layer}: expected bias of shape [{n}] (one per {per}), but got bias of shape {checks.shape_str(bias.shape)}"
+        )
 
 
 def pool_args(layer, x, kernel_size, stride, nd):
@@ -98,6 +108,7 @@ def relu(x):
 
 def linear_args(layer, x, weight, bias):
     checks.float_array(layer, "input", x)
+    checks.array(layer, "weight", weight)
     if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         got = x.shape[-1] if x.ndim else "no"
         raise ValueError(
@@ -106,6 +117,7 @@ def linear_args(layer, x, weight, bias):
         )
     cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
     checks.same_dtype(layer, x, weight=weight, bias=bias)
+    _bias_fits(layer, bias, weight.shape[0], "output feature")
 
 
 def linear(x, weight, bias=None):

@@ -168,8 +168,11 @@ def clear_run(out):
 
 
 def save_plots(out, model, rows, x_test, y_test, config, device):
+    """Draw PLOTS (a net without convolutions has no filters or feature maps: its curves only); returns the names drawn."""
     plots.curves(rows, os.path.join(out, "curves.png"))
-    conv = next(m for m in model if isinstance(m, nn.Conv2d))
+    conv = next((m for m in model if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        return PLOTS[:1]
     plots.filters(cuda.as_numpy(conv.weight.data), os.path.join(out, "filters.png"))
     image = data.normalize(x_test[:1], config["max_value"], config["mean"], config["std"])
     maps = cuda.to_device(image, device)
@@ -180,6 +183,7 @@ def save_plots(out, model, rows, x_test, y_test, config, device):
             break
     label = config["classes"][int(y_test[0])]
     plots.feature_maps(image[0], cuda.as_numpy(maps)[0], label, os.path.join(out, "feature_maps.png"))
+    return PLOTS
 
 
 def main(argv=None):
@@ -197,6 +201,9 @@ def main(argv=None):
         manual_seed(config["seed"])
         model = arch.build_model(config["arch"], tuple(config["in_shape"]), len(config["classes"])).to(device)
         optimizer = make_optimizer(config, model.parameters())
+        if resumed:
+            model.load_state_dict(resumed["weights"])
+            optimizer.load_state_dict(resumed["optimizer"])
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
@@ -204,8 +211,6 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     metrics_csv = os.path.join(out, "metrics.csv")
     if resumed:
-        model.load_state_dict(resumed["weights"])
-        optimizer.load_state_dict(resumed["optimizer"])
         rng, start = resumed["rng"], resumed["epoch"] + 1
         rows = read_metrics(metrics_csv, resumed["epoch"])
         write_metrics(metrics_csv, rows)
@@ -250,11 +255,10 @@ def main(argv=None):
         "device": device, "checkpoint": checkpoint.latest(out), "config": config,
     }
     checkpoint.write_atomic(os.path.join(out, "metrics.json"), (json.dumps(summary, indent=2) + "\n").encode())
-    if not args.no_plots:
-        save_plots(out, model, rows, x_test, y_test, config, device)
+    drawn = [] if args.no_plots else save_plots(out, model, rows, x_test, y_test, config, device)
     print(f"test accuracy {100 * summary['test_accuracy']:.2f}% on {len(x_test)} held-out images "
           f"after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
-    written = ["metrics.csv", "metrics.json"] + ([] if args.no_plots else PLOTS)
+    written = ["metrics.csv", "metrics.json"] + drawn
     print(f"wrote {', '.join(written)} in {out}; weights in {os.path.join(summary['checkpoint'], checkpoint.MODEL_FILE)}")
     return 0
 

@@ -42,6 +42,14 @@ def test_bench_without_torch_times_gpucnn_alone(tmp_path, capsys):
     assert result["machine"]["torch"] is None
 
 
+@pytest.mark.parametrize("flags, want", [(["--repeat", "0"], "--repeat must be positive, got 0"),
+                                         (["--warmup", "-1"], "--warmup must be non-negative, got -1")])
+def test_bad_round_counts_are_cli_errors(flags, want, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(flags)
+    assert e.value.code == 2 and want in capsys.readouterr().err
+
+
 def test_bench_on_device_cuda_runs_through_the_emulator(tmp_path, monkeypatch):
     """The GPU code path (device arrays, Module.to, its timer) runs without a GPU, on the kernel emulator."""
     monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")

@@ -3,11 +3,13 @@ gradients and optimizer updates all take the parameters' dtype, and stay on the
 parameters' device. An optimizer built before m.to(device) or m.double() keeps working on
 the moved parameters. state_dict() is plain NumPy on every device; load_state_dict keeps
 each parameter's device."""
+import re
+
 import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn import cuda, nn, optim
+from gpucnn import checks, cuda, nn, optim
 
 
 def small_cnn():
@@ -150,3 +152,21 @@ def test_backward_refuses_dy_from_another_device(cuda_device, make, shape, saved
         with pytest.raises(ValueError, match=f"{type(m).__name__}.backward: expected all arrays on one device, "
                                              f"but got dy on {other}, {saved} on {cuda.device_of(y)}"):
             m.backward(cuda.to_device(np.ones(y.shape, np.float32), other))
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: nn.Conv2d(1, 2, 3), (2, 1, 4, 4)), (lambda: nn.Conv1d(1, 2, 3), (2, 1, 4)),
+    (lambda: nn.MaxPool2d(2), (2, 1, 4, 4)), (lambda: nn.AvgPool1d(2), (2, 1, 4)),
+    (lambda: nn.ReLU(), (2, 3)), (lambda: nn.Linear(3, 2), (2, 3)),
+], ids=["Conv2d", "Conv1d", "MaxPool2d", "AvgPool1d", "ReLU", "Linear"])
+def test_backward_refuses_dy_unlike_the_output(device, make, shape):
+    """dy must have the output's shape and dtype on every device: NumPy would broadcast a
+    (1, ...) dy or promote a float64 one where a kernel refuses it."""
+    m = make().to(device)
+    y = m(cuda.to_device(np.ones(shape, np.float32), device))
+    name = type(m).__name__
+    for bad in (np.ones((1,) + y.shape[1:], np.float32), np.ones(y.shape, np.float64)):
+        with pytest.raises(ValueError, match=re.escape(
+                f"{name}.backward: expected dy of the output's shape {checks.shape_str(y.shape)} and dtype float32, "
+                f"but got dy of shape {checks.shape_str(bad.shape)} and dtype {bad.dtype}")):
+            m.backward(cuda.to_device(bad, device))

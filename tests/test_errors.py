@@ -124,6 +124,18 @@ def test_functional_arguments_are_checked_too(device):
         F.conv2d(zeros(1, 3, 8, 8, device=device), zeros(4, 3, 3, device=device))
     with raises("conv2d: input dtype (float32) and bias dtype (float64) should be the same"):
         F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(1, 1, 2, 2, device=device), cuda.to_device(np.zeros(1), device))
+    with raises("conv2d: expected weight to be a numpy or cupy array, but got list"):
+        F.conv2d(zeros(1, 1, 4, 4, device=device), [[[[1.0]]]])
+    with raises("conv2d: expected bias of shape [2] (one per output channel), but got bias of shape [3]"):
+        F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(2, 1, 2, 2, device=device), zeros(3, device=device))
+    with raises("linear: expected bias of shape [4] (one per output feature), but got bias of shape [1]"):
+        F.linear(zeros(2, 3, device=device), zeros(4, 3, device=device), zeros(1, device=device))
+
+
+@pytest.mark.parametrize("start_dim, end_dim, shape", [(5, -1, (2, 3, 4, 4)), (1, -6, (2, 3, 4, 4)), (1, -1, ())])
+def test_flatten_dims_out_of_range(device, start_dim, end_dim, shape):
+    with raises("Flatten: dimension out of range", f"input of shape {list(shape)}"):
+        nn.Flatten(start_dim, end_dim)(cuda.to_device(np.zeros(shape, np.float32), device))
 
 
 # -- losses --------------------------------------------------------------------------
@@ -154,6 +166,17 @@ def test_bad_loss_targets(device):
 
 def lenet_like():
     return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
+
+
+def test_assigning_over_a_parameter_keeps_the_registry_true():
+    """bias = None removes the bias from parameters() and state_dict(), as in torch.nn; an array
+    in a parameter's place would leave the old Parameter registered but unused."""
+    m = nn.Linear(2, 3)
+    m.bias = None
+    assert list(m.state_dict()) == ["weight"] and len(m.parameters()) == 1
+    assert m(zeros(1, 2)).shape == (1, 3)
+    with raises("Linear: cannot assign ndarray as parameter 'weight' (Parameter or None expected)"):
+        m.weight = np.zeros((3, 2), np.float32)
 
 
 def test_state_dict_with_a_missing_key():

@@ -75,3 +75,23 @@ def test_loading_copies_the_state(make):
         ends.append(resumed.state_dict())
     for k in ends[0]:
         np.testing.assert_array_equal(ends[1][k], ends[0][k], err_msg=k)
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_loading_a_state_that_does_not_fit_is_a_clear_error(make):
+    """A state for another model (more parameters, other shapes) is refused before anything changes."""
+    model, grads = model_and_grads()
+    opt = make(model.parameters())
+    run(opt, model, grads[:1])
+    saved = opt.state_dict()
+    name = type(opt).__name__
+    n = len(model.parameters())
+    with pytest.raises(ValueError, match=rf"{name}.load_state_dict: state for parameter {n}, but the optimizer has {n}"):
+        opt.load_state_dict({"hyper": saved["hyper"], "state": {**saved["state"], n: saved["state"][0]}})
+    key = next(k for k, v in saved["state"][0].items() if hasattr(v, "shape"))
+    shape = model.parameters()[0].data.shape
+    wrong = {**saved["state"], 0: {**saved["state"][0], key: np.zeros((1,) + shape, np.float32)}}
+    with pytest.raises(ValueError, match=rf"{name}.load_state_dict: {key} of parameter 0 has shape \[1, "):
+        opt.load_state_dict({"hyper": saved["hyper"], "state": wrong})
+    for k, v in opt.state_dict()["state"][0].items():
+        np.testing.assert_array_equal(v, saved["state"][0][k])

@@ -129,6 +129,29 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         predict.main([str(tmp_path), str(tmp_path / "missing.png")])
     assert "no checkpoint at" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([str(tmp_path), "--batch-size", "0"])
+    assert "--batch-size must be positive, but got 0" in capsys.readouterr().err
+
+
+def test_resuming_from_a_foreign_training_state_is_a_clear_cli_error(tmp_path, capsys):
+    flags = ["--epochs", "1", "--limit-train", "32", "--limit-test", "16"]
+    assert run(tmp_path / "cnn", *flags) == 0
+    assert run(tmp_path / "mlp", *flags, "--arch", "fc16") == 0
+    state = Path(checkpoint.latest(str(tmp_path / "mlp"))) / checkpoint.STATE_FILE
+    (Path(checkpoint.latest(str(tmp_path / "cnn"))) / checkpoint.STATE_FILE).write_bytes(state.read_bytes())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run(tmp_path / "cnn", "--resume", "--epochs", "2")
+    assert e.value.code == 2 and "SGD.load_state_dict: momentum_buffer of parameter" in capsys.readouterr().err
+
+
+def test_a_net_without_convolutions_plots_its_curves_only(tmp_path, capsys):
+    """No convolution, so no filters or feature maps to draw: the run still ends cleanly."""
+    assert train.main(["--out", str(tmp_path), "--arch", "fc16", "--epochs", "1", "--limit-train", "64",
+                       "--limit-test", "32"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["curves.png"]
+    assert "wrote metrics.csv, metrics.json, curves.png in" in capsys.readouterr().out
 
 
 @pytest.mark.skipif(not (ROOT / "gpucnn" / "backends" / "cuda.py").exists(),

@@ -40,6 +40,10 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.threads < 1:
         p.error(f"--threads must be positive, got {args.threads}")
+    if args.repeat is not None and args.repeat < 1:
+        p.error(f"--repeat must be positive, got {args.repeat}")
+    if args.warmup is not None and args.warmup < 0:
+        p.error(f"--warmup must be non-negative, got {args.warmup}")
     args.repeat = args.repeat or (3 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     return args

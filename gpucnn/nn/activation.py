@@ -1,4 +1,4 @@
-from .. import cuda, functional as F
+from .. import checks, cuda, functional as F
 from ..backends import ops_for
 from .module import Module
 
@@ -17,4 +17,5 @@ class ReLU(Module):
     def backward(self, dy):
         y = self.saved("_y")
         cuda.check_same_device("ReLU.backward", dy=dy, output=y)
+        checks.gradient("ReLU", dy, y.shape, y.dtype)
         return ops_for(dy).relu_backward(dy, y)

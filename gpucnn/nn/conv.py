@@ -28,12 +28,14 @@ class _ConvNd(Module):
         w, b = self.weight.data, self.bias.data if self.bias is not None else None
         stride, padding = F.conv_args(type(self).__name__, x, w, b, self.stride, self.padding, self.nd)
         self._x, self._geometry = F.as_2d(x, self.nd), (stride, padding)
-        y = ops_for(x).conv2d_forward(self._x, F.as_2d(w, self.nd), b, stride, padding)
-        return F.from_2d(y, self.nd)
+        y = F.from_2d(ops_for(x).conv2d_forward(self._x, F.as_2d(w, self.nd), b, stride, padding), self.nd)
+        self._y_shape = y.shape
+        return y
 
     def backward(self, dy):
         x = self.saved("_x")
         cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, input=x)
+        checks.gradient(type(self).__name__, dy, self._y_shape, x.dtype)
         stride, padding = self._geometry
         ops, nd = ops_for(x), self.nd
         dy = F.as_2d(dy, nd)

@@ -12,10 +12,6 @@ def manual_seed(seed):
     _generator = np.random.default_rng(seed)
 
 
-def get_generator():
-    return _generator
-
-
 def uniform(shape, bound, dtype=np.float32):
     return _generator.uniform(-bound, bound, size=shape).astype(dtype)
 

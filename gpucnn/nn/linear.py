@@ -14,6 +14,12 @@ class Flatten(Module):
 
     def forward(self, x):
         checks.float_array("Flatten", "input", x)
+        for dim in (self.start_dim, self.end_dim):
+            if x.ndim == 0 or not -x.ndim <= dim < x.ndim:
+                raise ValueError(
+                    f"Flatten: dimension out of range (expected to be in range of [{-x.ndim}, {x.ndim - 1}], "
+                    f"but got {dim}) for input of shape {checks.shape_str(x.shape)}"
+                )
         start = self.start_dim % x.ndim
         end = self.end_dim % x.ndim
         if start > end:
@@ -49,6 +55,7 @@ class Linear(Module):
     def backward(self, dy):
         x = self.saved("_x")
         cuda.check_same_device("Linear.backward", dy=dy, input=x)
+        checks.gradient("Linear", dy, x.shape[:-1] + (self.out_features,), x.dtype)
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
         self.weight.accumulate(dy2.T @ x2)

@@ -35,6 +35,13 @@ class Module:
     def __setattr__(self, name, value):
         if isinstance(value, Parameter):
             self._parameters[name] = value
+        elif name in self._parameters:  # None drops it from parameters() and state_dict(), as in torch.nn
+            if value is not None:
+                raise ValueError(
+                    f"{type(self).__name__}: cannot assign {type(value).__name__} as parameter {name!r} "
+                    f"(Parameter or None expected)"
+                )
+            self._parameters[name] = None
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)

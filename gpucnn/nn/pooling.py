@@ -21,6 +21,11 @@ class _PoolNd(Module):
         self._x_shape, self._kernel_stride = F.as_2d(x, self.nd).shape, (kernel, stride)
         return kernel, stride
 
+    def _output(self, y):
+        """y, its shape and dtype kept: backward's dy must have them."""
+        self._y_shape, self._y_dtype = y.shape, y.dtype
+        return y
+
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
@@ -29,11 +34,12 @@ class _MaxPoolNd(_PoolNd):
     def forward(self, x):
         kernel, stride = self._geometry(x)
         y, self._argmax = ops_for(x).max_pool2d_forward(F.as_2d(x, self.nd), kernel, stride)
-        return F.from_2d(y, self.nd)
+        return self._output(F.from_2d(y, self.nd))
 
     def backward(self, dy):
         x_shape = self.saved("_x_shape")
         cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, argmax=self._argmax)
+        checks.gradient(type(self).__name__, dy, self._y_shape, self._y_dtype)
         dx = ops_for(dy).max_pool2d_backward(F.as_2d(dy, self.nd), self._argmax, x_shape, *self._kernel_stride)
         return F.from_2d(dx, self.nd)
 
@@ -41,10 +47,11 @@ class _MaxPoolNd(_PoolNd):
 class _AvgPoolNd(_PoolNd):
     def forward(self, x):
         kernel, stride = self._geometry(x)
-        return F.from_2d(ops_for(x).avg_pool2d_forward(F.as_2d(x, self.nd), kernel, stride), self.nd)
+        return self._output(F.from_2d(ops_for(x).avg_pool2d_forward(F.as_2d(x, self.nd), kernel, stride), self.nd))
 
     def backward(self, dy):
         x_shape = self.saved("_x_shape")
+        checks.gradient(type(self).__name__, dy, self._y_shape, self._y_dtype)
         dx = ops_for(dy).avg_pool2d_backward(F.as_2d(dy, self.nd), x_shape, *self._kernel_stride)
         return F.from_2d(dx, self.nd)
 

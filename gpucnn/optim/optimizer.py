@@ -2,7 +2,7 @@
 state_dict / load_state_dict for checkpoints."""
 import numpy as np
 
-from .. import cuda
+from .. import checks, cuda
 
 
 class Optimizer:
@@ -55,6 +55,17 @@ class Optimizer:
 
     def load_state_dict(self, state_dict):
         """Restore a copy of the state onto each parameter's own device and dtype."""
+        where = f"{type(self).__name__}.load_state_dict"
+        for i, s in state_dict["state"].items():
+            if not 0 <= int(i) < len(self.params):
+                raise ValueError(f"{where}: state for parameter {i}, but the optimizer has {len(self.params)} parameters")
+            shape = self.params[int(i)].data.shape
+            for k, v in s.items():
+                if hasattr(v, "shape") and tuple(v.shape) != tuple(shape):
+                    raise ValueError(
+                        f"{where}: {k} of parameter {i} has shape {checks.shape_str(v.shape)}, "
+                        f"but the parameter has shape {checks.shape_str(shape)}"
+                    )
         self.hyper.update(state_dict["hyper"])
         self.state = {}
         for i, s in state_dict["state"].items():

@@ -29,6 +29,8 @@ DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3}
 METRICS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_second", "seconds"]
 PLOTS = ["curves.png", "filters.png", "feature_maps.png"]
+# What a resumed run may take from its command line; every other setting is the stored run's.
+RESUME_MAY_CHANGE = {"--resume", "--out", "--epochs", "--data-dir", "--device", "--no-plots"}
 
 
 def parse_args(argv):
@@ -49,7 +51,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling (default: 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when CuPy sees a GPU, else cpu")
     p.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<arch>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest checkpoint, with its stored settings (--epochs may raise its length)")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N training images only")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N test images only")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -60,6 +62,12 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')} must be positive, but got {value}")
     if args.lr is not None and args.lr <= 0:
         p.error(f"--lr must be positive, but got {args.lr}")
+    if args.resume:
+        given = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
+        fixed = sorted(given - RESUME_MAY_CHANGE)
+        if fixed:
+            p.error(f"--resume continues a run with its stored settings: {', '.join(fixed)} cannot change them "
+                    f"(only {', '.join(sorted(RESUME_MAY_CHANGE - {'--resume'}))} can)")
     if args.out is None:
         label = args.arch if args.arch in arch.PRESETS else "custom"
         args.out = os.path.join("runs", f"{args.dataset}-{label}")

@@ -124,6 +124,9 @@ def test_bad_inputs_are_clear_cli_errors(tmp_path, capsys):
         run(tmp_path / "nothing", "--resume")
     assert "no checkpoint at" in capsys.readouterr().err
     with pytest.raises(SystemExit):
+        run(tmp_path, "--resume", "--lr=0.5", "--arch", "lenet5")
+    assert "--arch, --lr cannot change them" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
         run(tmp_path, "--dataset", "mnist")
     assert "pass --data-dir" in capsys.readouterr().err
     with pytest.raises(SystemExit):

@@ -9,7 +9,8 @@
 //
 //   pass             rows m        columns j     reduction k    A(m, k)          B(k, j)
 //   forward          (n, oh, ow)   o             (c, ky, kx)    input patch      w[o, c, ky, kx]
-//   backward data    (n, ih, iw)   c             (o, ky, kx)    spread dy        w[o, c, ky, kx]
+//   backward data    (n, ih, iw)   c             (o, ky, kx)    dy               w[o, c, ky, kx]
+//                    of one stride phase         of its taps
 //   backward weight  o             (c, ky, kx)   (n, oh, ow)    dy               input patch
 //
 // One thread sums each element of C, over k in increasing order: every run gives the same
@@ -152,57 +153,112 @@ struct Strided {
     __device__ T at(long long outer, long long inner) const { return p[outer + inner]; }
 };
 
-// Index into dy of row t of the stride-1 grid that dy is spread onto, or -1 where that row
-// is one of the inserted zeros (t not a multiple of S) or outside dy.
-__device__ inline int spread_to_dy(int t, int S, int size)
-{
-    if (t < 0)
-        return -1;
-    if (S != 1) {  // stride 1, the common case, needs no division (S is the same for every thread)
-        if (t % S != 0)
-            return -1;
-        t /= S;
-    }
-    return t < size ? t : -1;
-}
+// Backward-data along one axis (rows here; columns alike), split into stride phases. Forward
+// read input row ih at output row oh through tap ky where ih + PH = oh*SH + ky, so the taps
+// that reach ih are ky = r, r + SH, ... with r = (ih + PH) mod SH. Phase r holds the input
+// rows of that residue, first, first + SH, ..., and its row first + i*SH meets dy row
+// q + i - j through tap r + j*SH, where q = (first + PH - r) / SH (an exact division).
+// launch.stride_phase computes these on the host, and the kernel takes them as parameters:
+// derived in the kernel, each would take a register for the whole k loop.
+struct StridePhase {
+    int first, pixels;  // its input rows: first, first + S, ... (pixels of them)
+    int r, taps;        // its taps: r, r + S, ... below K (taps of them)
+    int q;              // the dy row that row first meets through tap r
+};
 
-// A(input pixel, (o, ky, kx)) of backward-data: dy spread onto the stride-1 grid, read at
-// (ih + PH - ky, iw + PW - kx) (see conv2d_backward_data_full_rot180). Rows are input
-// pixels, neighbours in dy at stride 1: threads gather along the rows.
+// A(phase pixel, (o, j, jx)) of backward-data: dy[n, o, q_h + i - j, q_w + i2 - jx] for the
+// phase's pixel (n, i, i2) and tap (r_h + j*SH, r_w + jx*SW), 0 past dy's edges. Every k read
+// is a real dy position or an edge: no inserted zero. Rows are the phase's pixels,
+// neighbours in dy: threads gather along the rows.
 template <typename T>
-struct SpreadDy {
+struct PhaseDy {
     static constexpr bool K_FAST = false;
     struct Outer {
         long long image;  // offset of dy[n, 0, 0, 0]
-        int th, tw;       // (ih + PH, iw + PW)
+        int oh, ow;       // the dy position the pixel meets through the phase's first tap
     };
     struct Inner {
         long long channel;  // o*OH*OW
-        int ky, kx;
+        int j, jx;
     };
     const T* dy;
     ConvGeometry g;
+    StridePhase ph, pw;
 
-    __device__ MixedRadix radix() const { return g.taps(); }
+    __device__ MixedRadix radix() const { return {ph.taps, pw.taps}; }
     __device__ Outer outer(long long pixel) const
     {
-        const long long HW = (long long)g.H * g.W;
-        const int p = (int)(pixel % HW);
-        return {pixel / HW * g.O * g.OH * g.OW, p / g.W + g.PH, p % g.W + g.PW};
+        const long long plane = (long long)ph.pixels * pw.pixels;
+        const long long p = pixel % plane;  // a plane may pass 2^31 pixels; its rows and columns do not
+        return {pixel / plane * g.O * g.OH * g.OW, ph.q + (int)(p / pw.pixels), pw.q + (int)(p % pw.pixels)};
     }
     __device__ Inner inner(const Digits& k) const { return {(long long)k.hi * g.OH * g.OW, k.mid, k.lo}; }
     __device__ T at(const Outer& r, const Inner& k) const
     {
-        const int oh = spread_to_dy(r.th - k.ky, g.SH, g.OH), ow = spread_to_dy(r.tw - k.kx, g.SW, g.OW);
-        if (oh < 0 || ow < 0)
+        const int oh = r.oh - k.j, ow = r.ow - k.jx;
+        // One unsigned comparison tests both 0 <= oh and oh < OH.
+        if ((unsigned)oh >= (unsigned)g.OH || (unsigned)ow >= (unsigned)g.OW)
             return T(0);
         return dy[r.image + k.channel + (long long)oh * g.OW + ow];
     }
 };
 
+// B((o, j, jx), c) of backward-data: w[o, c, r_h + j*SH, r_w + jx*SW], the phase's taps only.
+template <typename T>
+struct PhaseFilter {
+    static constexpr bool K_FAST = true;
+    using Outer = long long;
+    using Inner = long long;
+    const T* w;
+    ConvGeometry g;
+    StridePhase ph, pw;
+
+    __device__ MixedRadix radix() const { return {ph.taps, pw.taps}; }
+    __device__ long long outer(long long c) const { return (c * g.KH + ph.r) * g.KW + pw.r; }
+    __device__ long long inner(const Digits& k) const
+    {
+        return (long long)k.hi * g.C * g.KH * g.KW + k.mid * g.SH * g.KW + k.lo * g.SW;
+    }
+    __device__ T at(long long outer, long long inner) const { return w[outer + inner]; }
+};
+
+// Where element (m, c) of a phase's product goes: dx[n, c, first_h + i*SH, first_w + i2*SW]
+// for row m = (n, i, i2). Stepped from row to row, as in StoreRows.
+template <typename T>
+struct StorePhaseRows {
+    T* dx;
+    ConvGeometry g;
+    StridePhase ph, pw;
+
+    struct Row {
+        long long offset;  // of dx[n, 0, first_h + i*SH, first_w + i2*SW]
+        int i, i2;
+    };
+    __device__ Row row(long long m) const
+    {
+        const long long plane = (long long)ph.pixels * pw.pixels;
+        const long long p = m % plane;
+        const int i = (int)(p / pw.pixels), i2 = (int)(p % pw.pixels);
+        return {((m / plane) * g.C * g.H + ph.first + i * g.SH) * g.W + pw.first + i2 * g.SW, i, i2};
+    }
+    __device__ void next(Row& r) const
+    {
+        r.offset += g.SW;
+        if (++r.i2 == pw.pixels) {  // next row of the phase
+            r.i2 = 0;
+            r.offset += (long long)g.SH * g.W - (long long)pw.pixels * g.SW;
+            if (++r.i == ph.pixels) {  // next image: skip the other C - 1 planes of this one
+                r.i = 0;
+                r.offset += ((long long)g.C * g.H - (long long)ph.pixels * g.SH) * g.W;
+            }
+        }
+    }
+    __device__ void put(const Row& r, long long c, T v) const { dx[r.offset + c * g.H * g.W] = v; }
+};
+
 // Where element (m, j) of C goes: out[(n*J + j)*PLANE + p] for row m = n*PLANE + p, plus
-// bias[j] when there is a bias. That is an NCHW tensor with the channels as columns (forward:
-// y, backward-data: dx), or with PLANE = 1 a row-major (rows x J) matrix (the weight gradient).
+// bias[j] when there is a bias. That is an NCHW tensor with the channels as columns (forward's
+// y), or with PLANE = 1 a row-major (rows x J) matrix (the weight gradient).
 // A thread's TM rows are consecutive, so the first one's position is split once, before the
 // k loop, and stepped from row to row: a 64-bit division after the loop, with the
 // accumulators live, would cost both time and registers.
@@ -380,27 +436,35 @@ __global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w,
 }
 
 // dx as the seeds derive it: the "full" convolution of the stride-1 gradient map with the
-// filter turned 180 degrees. Forward used input row ih + PH (in padded coordinates) at output
-// row oh through tap ky where ih + PH = oh*SH + ky. On the stride-1 grid that dy is spread
-// onto, row t = oh*SH holds dy row oh and every other row is a zero. Correlating that grid,
-// zero-padded by KH - 1, with rot180(w) gives
+// filter turned 180 degrees, with the terms that are zero dropped. On the stride-1 grid that
+// dy is spread onto, row t = oh*SH holds dy row oh and every other row is an inserted zero.
+// Correlating that grid, zero-padded by KH - 1, with rot180(w) gives
 //     dx[ih] = sum over ky of spread[ih + PH - ky] * w[ky]
-// so the spread index ih + PH - ky names a real dy row only when it is a multiple of SH in
-// [0, OH*SH): those are read from dy, the inserted zeros are skipped, never stored. Rows no
-// window reached (when (H + 2P - K) % S != 0) find no such index and get 0. Channel c takes
-// channel c of every filter, summed over the O filters (seed 002): the reduction over o.
+// whose term is an inserted zero unless SH divides ih + PH - ky: unless ky = r + j*SH with
+// r = (ih + PH) mod SH. Keeping only those terms (StridePhase), phase r's rows are
+//     dx[first + i*SH] = sum over j of dy[q + i - j] * w[r + j*SH]
+// a full convolution of dy itself with phase r's taps turned 180 degrees (j up, dy row down).
+// This kernel computes phase (r_h, r_w) of dx, a GEMM over (o, j, jx) with K = O times the
+// phase's taps (O*KH*KW / (SH*SW) on average): every term read is a real dy element, or 0
+// past dy's edge, where the full convolution pads. launch.conv2d_backward_data launches one
+// per phase; stride 1 is one phase, the whole full convolution. Rows no window reached (when
+// (H + 2P - K) % S != 0) find no dy row in range and get 0; a phase with no taps (stride >
+// kernel) is not launched, and cuda.py starts dx at 0. Channel c takes channel c of every
+// filter, summed over the O filters (seed 002): the reduction over o.
 template <typename T, int BM, int BN, int BK, int TM, int TN>
 __global__ void conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__ w,
                                                  T* __restrict__ dx, int N, int C, int H, int W, int O,
-                                                 int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW)
+                                                 int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW,
+                                                 int first_h, int pixels_h, int r_h, int taps_h, int q_h,
+                                                 int first_w, int pixels_w, int r_w, int taps_w, int q_w)
 {
     const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
-    const long long HW = (long long)H * W;
-    const long long KHW = (long long)KH * KW;
-    const SpreadDy<T> spread_dy{dy, g};
-    const Strided<T> filter{w, KHW, C * KHW, g.taps()};  // w[(o*C + c)*KH*KW + ky*KW + kx]
-    const StoreRows<T> store{dx, nullptr, HW, C};
-    tiled_gemm<T, BM, BN, BK, TM, TN>(N * HW, C, 0, O * KHW, spread_dy, filter, store);
+    const StridePhase ph{first_h, pixels_h, r_h, taps_h, q_h}, pw{first_w, pixels_w, r_w, taps_w, q_w};
+    const PhaseDy<T> phase_dy{dy, g, ph, pw};
+    const PhaseFilter<T> filter{w, g, ph, pw};
+    const StorePhaseRows<T> store{dx, g, ph, pw};
+    tiled_gemm<T, BM, BN, BK, TM, TN>((long long)N * ph.pixels * pw.pixels, C, 0, (long long)O * ph.taps * pw.taps,
+                                      phase_dy, filter, store);
 }
 
 // dw[o, c, ky, kx] = sum over (n, oh, ow) of dy[n, o, oh, ow] * x[n, c, oh*SH - PH + ky, ow*SW - PW + kx]:

@@ -214,6 +214,89 @@ def test_gemm_tile_follows_the_narrow_side():
     assert all(t.threads % t.k_slice == 0 for t in launch.GEMM_TILES)  # conv2d.cu's SliceLoader
 
 
+STRIDED_BACKWARD_DATA_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
+    "stride 2, 1x1 kernel smaller: phases with no taps": ((2, 3, 9, 7), (4, 3, 1, 1), (2, 2), (0, 0)),
+    "stride 2, kernel equal, odd sizes, (H - K) % S != 0": ((1, 2, 9, 7), (3, 2, 2, 2), (2, 2), (0, 0)),
+    "stride 2, 7x7 padding 3 (the ResNet stem, smaller)": ((2, 3, 12, 13), (5, 3, 7, 7), (2, 2), (3, 3)),
+    "stride 2, padding beyond the stride": ((1, 2, 5, 6), (2, 2, 7, 7), (2, 2), (5, 4)),
+    "stride 3, kernel 2 smaller, padding 1": ((1, 2, 10, 11), (3, 2, 2, 2), (3, 3), (1, 1)),
+    "stride 3, kernel equal": ((2, 2, 9, 10), (2, 2, 3, 3), (3, 3), (0, 1)),
+    "stride 3, kernel 5 larger, padding 2, (H + 2P - K) % S != 0": ((1, 3, 11, 8), (4, 3, 5, 5), (3, 3), (2, 2)),
+    "stride 4, kernel 3 smaller": ((1, 2, 13, 9), (3, 2, 3, 3), (4, 4), (1, 0)),
+    "stride 4, kernel equal": ((1, 2, 12, 9), (2, 2, 4, 4), (4, 4), (0, 0)),
+    "stride 4, kernel 9 larger, padding 3": ((1, 2, 15, 14), (3, 2, 9, 9), (4, 4), (3, 3)),
+    "strides (2, 3), kernel (3, 2)": ((2, 3, 8, 11), (3, 3, 3, 2), (2, 3), (1, 0)),
+    "input smaller than the stride: phases with no pixels": ((1, 2, 2, 3), (2, 2, 1, 2), (3, 4), (0, 1)),
+    "1D as H = 1: kernel 20 stride 4 (the audio layer's 80 and 4, smaller)": ((2, 1, 1, 203), (8, 1, 1, 20), (1, 4), (0, 2)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", STRIDED_BACKWARD_DATA_CASES.values(), ids=STRIDED_BACKWARD_DATA_CASES.keys())
+def test_strided_backward_data_by_phases_matches_numpy(to_cuda, monkeypatch, dtype, case):
+    # dx starts as NaN, not as whatever memory held: every pixel, those of phases that no tap
+    # reaches included, must be written (0 there).
+    empty = cuda_ops._empty
+    monkeypatch.setattr(cuda_ops, "_empty", lambda *args, **kwargs: _filled_with_nan(empty(*args, **kwargs)))
+    x_shape, w_shape, stride, padding = case
+    w, dy = shuffled(w_shape, dtype, 2), shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
+    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
+                cpu.conv2d_backward_data(dy, w, x_shape, stride, padding), dtype)
+
+
+def _filled_with_nan(a):
+    a.fill(np.nan)
+    return a
+
+
+def test_strided_conv1d_layer_matches_numpy_layer(to_cuda):
+    # Through the layer API, the audio layer's shape scaled down: kernel 20, stride 4, 1 channel in.
+    def layer():
+        nn.manual_seed(0)
+        return nn.Conv1d(1, 8, 20, stride=4).double()
+    x = shuffled((2, 1, 203), np.float64)
+    host, dev = layer(), layer().to("cuda")
+    y = host(x)
+    dy = shuffled(y.shape, np.float64, 1)
+    assert_same(dev(to_cuda(x)), y, np.float64)
+    assert_same(dev.backward(to_cuda(dy)), host.backward(dy), np.float64)
+
+
+def test_backward_data_launches_one_product_per_stride_phase_over_its_taps_only():
+    def plan(N, C, H, W, O, KH, KW, SH, SW, PH, PW):  # per phase: (r_h, r_w), rows, K = O * taps, launch
+        return [((ph.r, pw.r), N * ph.pixels * pw.pixels, O * ph.taps * pw.taps, config)
+                for ph, pw, config in launch.conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW)]
+    # The ResNet stem (7x7, stride 2, padding 3): 4 phases of 112x112 pixels, with 4x4, 4x3, 3x4
+    # and 3x3 taps: each of the 49 taps in one phase, a quarter of the seeds' reduction per pixel.
+    stem = plan(32, 3, 224, 224, 64, 7, 7, 2, 2, 3, 3)
+    assert [(r, rows, k) for r, rows, k, _ in stem] == [
+        ((0, 0), 32 * 112 * 112, 64 * 16), ((0, 1), 32 * 112 * 112, 64 * 12),
+        ((1, 0), 32 * 112 * 112, 64 * 12), ((1, 1), 32 * 112 * 112, 64 * 9)]
+    assert all(config == launch.tiled_gemm(rows, 3) for _, rows, _, config in stem)
+    # Stride 1: one phase, the whole full convolution.
+    assert plan(2, 3, 8, 8, 4, 3, 3, 1, 1, 1, 1) == [((0, 0), 2 * 8 * 8, 4 * 9, launch.tiled_gemm(2 * 8 * 8, 3))]
+    # Kernel 1 at stride 2: only phase (0, 0) has a tap; the others are not launched (None).
+    assert [(r, config is None) for r, _, _, config in plan(1, 2, 5, 5, 2, 1, 1, 2, 2, 0, 0)] == [
+        ((0, 0), False), ((0, 1), True), ((1, 0), True), ((1, 1), True)]
+    # A 2-row input at stride 3 has no pixels in the third phase: not listed at all.
+    assert [r for r, _, _, _ in plan(1, 1, 2, 1, 1, 1, 1, 3, 1, 0, 0)] == [(0, 0), (1, 0)]
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding",
+                         [(224, 7, 2, 3), (16000, 80, 4, 0), (7, 2, 3, 1), (2, 1, 3, 0), (5, 7, 2, 5), (9, 3, 1, 1)])
+def test_stride_phases_split_the_seeds_sum_into_its_nonzero_terms(size, kernel, stride, padding):
+    # Row first + i*S of phase r meets dy row q + i - j through tap r + j*S: exactly the
+    # (ih, oh, ky) with ih + padding = oh*S + ky, each once, over the phases together.
+    terms = []
+    for r in range(stride):
+        phase = launch.stride_phase(size, kernel, stride, padding, r)
+        terms += [(phase.first + i * stride, phase.q + i - j, r + j * stride)
+                  for i in range(phase.pixels) for j in range(phase.taps)]
+    assert sum(launch.stride_phase(size, kernel, stride, padding, r).pixels for r in range(stride)) == size
+    assert sorted(terms) == sorted((ih, (ih + padding - k) // stride, k) for ih in range(size) for k in range(kernel)
+                                   if (ih + padding - k) % stride == 0)
+
+
 def test_grid_stride_loops_cover_work_beyond_the_grid(to_cuda, monkeypatch):
     monkeypatch.setattr(launch, "MAX_GRID", 1)  # one block per grid dimension does all the work
     check_conv(to_cuda, np.float64, (2, 3, 6, 5), (17, 3, 3, 2), (2, 1), (1, 1))
@@ -330,3 +413,10 @@ def test_every_kernel_file_compiles_with_nvcc(tmp_path):
     for filename, arch, job in jobs:
         output = job.communicate()[0]
         assert job.returncode == 0, f"{filename} ({arch}):\n{output}"
+
+
+def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
+    # No test machine holds a tensor with a 2^31-long side; the check itself is what stands
+    # between such a size and an OverflowError (or a silently wrapped int) at launch.
+    with pytest.raises(ValueError, match=r"below 2\^31, but got 2147483648"):
+        cuda_ops._ints(1, 2**31)

@@ -93,6 +93,10 @@ def _empty(shape, dtype, like):
 
 
 def _ints(*values):
+    """Sizes for the kernels' int parameters (offsets are 64-bit; one dimension is not)."""
+    too_big = [v for v in values if not -2**31 <= v < 2**31]
+    if too_big:
+        raise ValueError(f"the CUDA kernels take each size below 2^31, but got {too_big[0]}")
     return tuple(np.int32(v) for v in values)
 
 
@@ -156,8 +160,11 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding):
     g = _conv_geometry("conv2d_backward_data", x_shape, w.shape, stride, padding)
     _expect_shape("conv2d_backward_data", "dy", dy, g.y_shape)
     dx = _empty(x_shape, dy.dtype, like=dy)
-    _launch("conv2d_backward_data_full_rot180", launch.conv2d_backward_data(g.N, g.C, g.H, g.W), dy,
-            (dyc, wc, dx) + _ints(*g))
+    phases = launch.conv2d_backward_data(g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
+    if any(config is None for _, _, config in phases):  # pixels no launch writes: no tap reaches them
+        dx.fill(0)
+    for ph, pw, config in phases:  # each writes its own pixels of dx
+        _launch("conv2d_backward_data_full_rot180", config, dy, (dyc, wc, dx) + _ints(*g, *ph, *pw))
     return dx
 
 

@@ -1,10 +1,12 @@
 """Grid, block and shared memory of every kernel launch, in one place for CuPy and the emulator.
 
-Each function takes the op's sizes and returns a `Launch`, or None when the output is
-empty: CUDA refuses a zero-size grid, so the caller skips the launch and returns the
-empty output. Kernels loop grid-stride, so grids are capped and any size still runs.
+Each function takes the op's sizes and returns a `Launch` (backward-data: one per stride
+phase), or None when the output is empty: CUDA refuses a zero-size grid, so the caller
+skips the launch and returns the empty output. Kernels loop grid-stride, so grids are
+capped and any size still runs.
 All shared memory is declared statically in the kernels (`shared_mem` stays 0).
 """
+from collections import namedtuple
 from dataclasses import dataclass
 
 REDUCE_BLOCK = 256    # conv2d_backward_bias: threads per channel's tree reduction (a power of two)
@@ -94,9 +96,32 @@ def conv2d_forward(N, O, OH, OW):
     return tiled_gemm(N * OH * OW, O)
 
 
-def conv2d_backward_data(N, C, H, W):
-    """Rows: input pixels (n, ih, iw); columns: input channels."""
-    return tiled_gemm(N * H * W, C)
+class StridePhase(namedtuple("StridePhase", "first pixels r taps q")):
+    """One stride phase of backward-data along one axis: conv2d.cu's StridePhase, field for
+    field. Its input rows are first, first + S, ... (pixels of them): those with
+    (ih + padding) % S == r. Its taps are r, r + S, ... below the kernel size (taps of them),
+    and its row first + i*S meets dy row q + i - j through tap r + j*S."""
+
+
+def stride_phase(size, kernel, stride, padding, r):
+    """Phase r of an axis with size input rows and a kernel of that many taps."""
+    first = (r - padding) % stride
+    return StridePhase(first, len(range(first, size, stride)), r, len(range(r, kernel, stride)),
+                       (first + padding - r) // stride)
+
+
+def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW):
+    """[(phase along H, phase along W, Launch or None)]: one launch per stride phase that holds
+    input pixels, SH x SW of them (one at stride 1). Rows: the phase's input pixels (n, i, i2);
+    columns: input channels; reduction: (o, j, jx) over the phase's taps only. None where the
+    phase has no taps (stride > kernel: no window reaches its pixels, whose dx is 0) or the
+    batch is empty."""
+    phases = []
+    for ph in (stride_phase(H, KH, SH, PH, r) for r in range(SH)):
+        for pw in (stride_phase(W, KW, SW, PW, r) for r in range(SW)):
+            if ph.pixels and pw.pixels:
+                phases.append((ph, pw, tiled_gemm(N * ph.pixels * pw.pixels, C) if ph.taps and pw.taps else None))
+    return phases
 
 
 def weight_gradient_chunks(O, C, KH, KW, positions):

@@ -34,9 +34,9 @@ def conv_args(layer, x, weight, bias, stride, padding, nd):
     checks.array(layer, "weight", weight)
     if weight.ndim != nd + 2:
         raise ValueError(f"{layer}: expected a {nd + 2}D weight, but got weight of shape {checks.shape_str(weight.shape)}")
+    _bias_fits(layer, bias, weight.shape[0], "output channel")
     cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
     checks.same_dtype(layer, x, weight=weight, bias=bias)
-    _bias_fits(layer, bias, weight.shape[0], "output channel")
     checks.channels(layer, x, weight.shape[1])
     checks.window_fits(layer, x, weight.shape[2:], padding)
     return _lift(stride, nd, 1), _lift(padding, nd, 0)
@@ -44,7 +44,10 @@ def conv_args(layer, x, weight, bias, stride, padding, nd):
 
 def _bias_fits(layer, bias, n, per):
     """A bias holds one value per output channel or feature: NumPy would broadcast a stray one."""
-    if bias is not None and tuple(bias.shape) != (n,):
+    if bias is None:
+        return
+    checks.array(layer, "bias", bias)
+    if tuple(bias.shape) != (n,):
         raise ValueError(
             f"{layer}: expected bias of shape [{n}] (one per {per}), but got bias of shape {checks.shape_str(bias.shape)}"
         )
@@ -115,9 +118,9 @@ def linear_args(layer, x, weight, bias):
             f"{layer}: expected input{checks.shape_str(x.shape)} to have {weight.shape[1]} features "
             f"in its last dimension (in_features), but got {got} features instead"
         )
+    _bias_fits(layer, bias, weight.shape[0], "output feature")
     cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
     checks.same_dtype(layer, x, weight=weight, bias=bias)
-    _bias_fits(layer, bias, weight.shape[0], "output feature")
 
 
 def linear(x, weight, bias=None):
@@ -163,7 +166,7 @@ def cross_entropy(logits, target):
 
 def mse_args(layer, x, target):
     checks.float_array(layer, "input", x)
-    checks.array(layer, "target", target)
+    checks.float_array(layer, "target", target)
     cuda.check_same_device(layer, input=x, target=target)
     if target.shape != x.shape:
         raise ValueError(

@@ -50,6 +50,12 @@ def test_bad_round_counts_are_cli_errors(flags, want, capsys):
     assert e.value.code == 2 and want in capsys.readouterr().err
 
 
+def test_an_only_that_matches_nothing_is_an_error():
+    with pytest.raises(SystemExit) as e:
+        main(["--only", "no-such-case", "--no-torch"])
+    assert "--only 'no-such-case' matches no case; the cases are: lenet.conv1," in str(e.value.code)
+
+
 def test_bench_on_device_cuda_runs_through_the_emulator(tmp_path, monkeypatch):
     """The GPU code path (device arrays, Module.to, its timer) runs without a GPU, on the kernel emulator."""
     monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")

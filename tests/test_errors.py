@@ -130,6 +130,10 @@ def test_functional_arguments_are_checked_too(device):
         F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(2, 1, 2, 2, device=device), zeros(3, device=device))
     with raises("linear: expected bias of shape [4] (one per output feature), but got bias of shape [1]"):
         F.linear(zeros(2, 3, device=device), zeros(4, 3, device=device), zeros(1, device=device))
+    with raises("conv2d: expected bias to be a numpy or cupy array, but got list"):
+        F.conv2d(zeros(1, 1, 4, 4, device=device), zeros(1, 1, 2, 2, device=device), [0.0])
+    with raises("linear: expected bias to be a numpy or cupy array, but got list"):
+        F.linear(zeros(2, 3, device=device), zeros(4, 3, device=device), [0.0] * 4)
 
 
 @pytest.mark.parametrize("start_dim, end_dim, shape", [(5, -1, (2, 3, 4, 4)), (1, -6, (2, 3, 4, 4)), (1, -1, ())])
@@ -160,6 +164,8 @@ def test_bad_loss_targets(device):
         nn.CrossEntropyLoss()(zeros(2, 3, 1, device=device), cuda.to_device(np.array([0, 1]), device))
     with raises("MSELoss: expected target of the input's shape [2, 3], but got target of shape [3, 2]"):
         nn.MSELoss()(logits, zeros(3, 2, device=device))
+    with raises("MSELoss: expected target of dtype float32 or float64, but got int64"):
+        nn.MSELoss()(logits, cuda.to_device(np.zeros((2, 3), dtype=np.int64), device))
 
 
 # -- state_dict ----------------------------------------------------------------------

@@ -179,6 +179,9 @@ def main(argv=None):
     only = args.only or (",".join(cases.QUICK) if args.quick else None)
     layers = cases.select(cases.LAYERS, only)
     trainings = cases.select(cases.TRAINING, only)
+    if not layers and not trainings:
+        names = ", ".join(c.name for c in [*cases.LAYERS, *cases.TRAINING])
+        sys.exit(f"python -m gpucnn.bench: error: --only {only!r} matches no case; the cases are: {names}")
     print(f"gpucnn bench on {device} ({name}), {threads}; "
           f"{len(layers)} layers, {len(trainings)} networks, {args.repeat} rounds", file=sys.stderr)
     rng = np.random.default_rng(0)
@@ -189,7 +192,8 @@ def main(argv=None):
     names = [r.name for r in rivals[1:]]
     print(f"\n## {device}: {name}, {args.threads} threads, {info['date']}, "
           f"load average {info['load_average_at_start']} at start, {info['load_average_at_end']} at end")
-    print(f"gpucnn {info['gpucnn']}, numpy {info['numpy']}, torch {info['torch'] or 'not installed'}"
+    torch_note = info["torch"] or ("not used (--no-torch)" if args.no_torch else "not installed")
+    print(f"gpucnn {info['gpucnn']}, numpy {info['numpy']}, torch {torch_note}"
           + (f", cupy {info['cupy']}" if info["cupy"] else "") + f", python {info['python']}\n")
     if layer_results:
         print(report.layer_table(layer_results, names, peaks) + "\n")

@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
+from ..checks import output_size
+
 # Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well.
 TILE_BYTES = 1 << 21
 # Multiply-adds per output position from which a convolution's tiles go to the threads.
@@ -25,6 +27,11 @@ _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 _pool = None  # (threads, ThreadPoolExecutor), made on first use
 _blas = None  # threadpoolctl's handle on the BLAS libraries, made on first use
 _kept = threading.local()  # scratch buffers, by name
+
+
+def get_num_threads():
+    """How many threads share out a convolution's tiles (see set_num_threads)."""
+    return _threads
 
 
 def set_num_threads(n):
@@ -86,10 +93,6 @@ def _windows(x, kernel, stride):
     return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
 
 
-def _out_size(size, kernel, stride):
-    return (size - kernel) // stride + 1
-
-
 class _WideIm2col:
     """The im2col matrix of x (N, C, H, W) as a view, its output positions on "wide" rows.
 
@@ -103,7 +106,7 @@ class _WideIm2col:
     def __init__(self, x, kernel, stride):
         (KH, KW), (sh, sw) = kernel, stride
         N, C, H, W = x.shape
-        self.OH, self.OW = _out_size(H, KH, sh), _out_size(W, KW, sw)
+        self.OH, self.OW = output_size(H, KH, sh, 0), output_size(W, KW, sw, 0)
         extra = -W % (sw // math.gcd(sh, sw)) if self.OH > 1 else 0
         if extra:  # R must be a whole number: zero columns on the right, which make no output
             x = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
@@ -276,7 +279,7 @@ def _strided_slot(kernel_offset, stride, out_size):
 def _offsets(x_shape, kernel, stride):
     """(k, slots) for each in-window offset k = ky*KW+kx: the input pixels it covers, window by window."""
     KH, KW = kernel
-    OH, OW = (_out_size(s, k, st) for s, k, st in zip(x_shape[2:], kernel, stride))
+    OH, OW = (output_size(s, k, st, 0) for s, k, st in zip(x_shape[2:], kernel, stride))
     for ky in range(KH):
         for kx in range(KW):
             yield ky * KW + kx, (slice(None), slice(None), _strided_slot(ky, stride[0], OH), _strided_slot(kx, stride[1], OW))

@@ -10,7 +10,6 @@ Without PyTorch installed (it comes with the `bench` extra) gpucnn is timed alon
 """
 import argparse
 import datetime
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m gpucnn.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="where both frameworks run (default: cuda when CuPy sees a GPU, else cpu)")
-    p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    p.add_argument("--threads", type=int, default=cpu.get_num_threads(),
                    help="CPU threads for both: torch.set_num_threads, gpucnn's convolution tiles and "
                         "the BLAS pools (default: the CPUs this process may use)")
     p.add_argument("--quick", action="store_true", help="LeNet-5's layers and training step only, fewer rounds (under a minute)")

@@ -2,7 +2,6 @@
 the way PyTorch words it, and every check runs before any kernel launches."""
 import numpy as np
 
-from . import cuda
 
 FLOAT_DTYPES = (np.float32, np.float64)
 

@@ -79,7 +79,7 @@ def layer_table(results, rivals, peaks):
     header = ["layer", "shape", "op", "gpucnn ms"]
     for r in rivals:
         header += [f"{r} ms", f"gpucnn/{r}"]
-    header += [f"gpucnn {unit}", f"gpucnn GB/s"]
+    header += [f"gpucnn {unit}", "gpucnn GB/s"]
     if peaks:
         header += ["% fp32 peak", "% bandwidth"]
     rows = []

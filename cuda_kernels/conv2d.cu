@@ -18,6 +18,12 @@
 // whole batch, so it is cut into chunks of a length fixed by the shapes alone (blockIdx.z
 // picks one); a second kernel adds the chunks' partial sums in chunk order.
 
+// Every multiply-add is an explicit fused one, rounded once: the compiler may not choose
+// (NVRTC runs with --fmad=false and the emulator with -ffp-contract=off), so a GPU and the
+// emulator give the same bits. One name for both precisions: fmaf and fma.
+__device__ __forceinline__ float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
+__device__ __forceinline__ double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
+
 // k as three digits (hi, mid, lo) with lo < LO and mid < MID: (c, ky, kx) over (KH, KW) for
 // taps, (n, oh, ow) over (OH, OW) for output pixels. The gathers need the digits of every
 // k they read, and an integer division by a runtime value costs a GPU about twenty
@@ -365,7 +371,7 @@ __device__ void multiply_slice(const T (*As)[BM + shared_pad(BK)], const T (*Bs)
         for (int i = 0; i < TM; ++i)
 #pragma unroll
             for (int j = 0; j < TN; ++j)
-                acc[i][j] += a[i] * b[j];
+                acc[i][j] = fused_multiply_add(a[i], b[j], acc[i][j]);
     }
 }
 

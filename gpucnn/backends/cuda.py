@@ -33,6 +33,11 @@ _KERNELS = {
 }
 KERNEL_FILES = tuple(dict.fromkeys(filename for filename, _ in _KERNELS.values()))
 
+# NVRTC's defaults, spelled out, except --fmad: the kernels write every multiply-add as an
+# explicit fmaf/fma, and nothing else may be contracted, so that a GPU rounds exactly as the
+# emulator (g++ -ffp-contract=off) does.
+KERNEL_OPTIONS = ("-std=c++17", "--fmad=false", "--prec-div=true", "--prec-sqrt=true")
+
 _modules = {}  # (file name, emulated?) -> compiled module, built once per process
 
 
@@ -70,7 +75,7 @@ def _module(filename, emulated):
     if key not in _modules:
         # code=, not path=: CuPy's path= loads a compiled cubin/PTX, not source.
         _modules[key] = _raw_module_class(emulated)(
-            code=kernel_source(filename), options=("-std=c++17",), name_expressions=name_expressions(filename)
+            code=kernel_source(filename), options=KERNEL_OPTIONS, name_expressions=name_expressions(filename)
         )
     return _modules[key]
 

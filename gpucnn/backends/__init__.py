@@ -14,6 +14,12 @@ look at the backend themselves. 1D layers use these 2D ops with H = 1.
     avg_pool2d_backward(dy, x_shape, kernel, stride) -> dx
     relu_forward(x) -> y
     relu_backward(dy, y) -> dx
+    leaky_relu_forward(x, negative_slope) -> y
+    leaky_relu_backward(dy, x, negative_slope) -> dx
+    sigmoid_forward(x) -> y,    sigmoid_backward(dy, y) -> dx
+    tanh_forward(x) -> y,       tanh_backward(dy, y) -> dx
+    gelu_forward(x, approximate) -> y                         approximate: "none" (erf) or "tanh"
+    gelu_backward(dy, x, approximate) -> dx
 
 Batch normalization takes (N, C, S) arrays (S = H*W, or L, or 1) and per-channel (C,) arrays:
 

@@ -192,10 +192,13 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
         # per sample and group (C/G*KH*KW, positions) @ (positions, O/G), summed over the samples
         return np.matmul(windows.reshape(samples, groups, -1, positions), dy_t).sum(axis=0)
 
-    dw_t = sum(on_tiles(work, im2col.tiles(), math.prod(w_shape)))  # (G, C/G*KH*KW, O/G)
+    parts = on_tiles(work, im2col.tiles(), math.prod(w_shape))
+    if not parts:  # an empty batch has no tiles; its gradient is an empty sum, 0 (as in PyTorch)
+        return np.zeros(w_shape, dtype=np.result_type(x, dy))
+    dw_t = sum(parts)  # (G, C/G*KH*KW, O/G)
     return np.ascontiguousarray(dw_t.transpose(0, 2, 1), dtype=np.result_type(x, dy)).reshape(w_shape)
 
 
 def conv2d_backward_bias(dy):
-    N, O = dy.shape[:2]
-    return dy.reshape(N, O, -1).sum(axis=2).sum(axis=0)
+    N, O, OH, OW = dy.shape  # spelled out: reshape cannot infer a -1 beside N = 0
+    return dy.reshape(N, O, OH * OW).sum(axis=2).sum(axis=0)

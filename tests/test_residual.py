@@ -76,7 +76,7 @@ def test_identity_shortcut_adds_the_input():
     m = nn.Residual(nn.Identity())
     np.testing.assert_array_equal(m(x), 2 * x)
     np.testing.assert_array_equal(m.backward(x), 2 * x)
-    assert list(m.state_dict()) == [] and nn.Identity()(x) is x
+    assert list(m.state_dict()) == [] and nn.Identity()(x) is x and nn.Identity(54, unused=0.1)(x) is x
 
 
 def test_state_dict_names_body_then_shortcut():

@@ -89,9 +89,20 @@ def test_bad_output_size_is_a_clear_error(output_size):
         nn.AdaptiveAvgPool2d(output_size)
 
 
+def test_unbatched_input_as_torch(device):
+    x = np.random.default_rng(0).standard_normal((3, 5, 7))
+    m = nn.AdaptiveAvgPool2d((2, 3))
+    y = m(to_device(x, device))
+    np.testing.assert_allclose(as_numpy(y), by_definition(x[None], (2, 3))[0], rtol=1e-12, atol=1e-12)
+    dy = np.random.default_rng(1).standard_normal((3, 2, 3))
+    dx = m.backward(to_device(dy, device))
+    assert dx.shape == x.shape and device_of(dx) == device
+    np.testing.assert_allclose(np.sum(as_numpy(dx) * x), np.sum(as_numpy(y) * dy), rtol=1e-12)
+
+
 def test_bad_input_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d: expected 4D input \(N, C, H, W\)"):
-        nn.AdaptiveAvgPool2d(1)(np.zeros((3, 5, 5)))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d: expected 3D \(C, H, W\) or 4D \(N, C, H, W\) input"):
+        nn.AdaptiveAvgPool2d(1)(np.zeros((5, 5)))
     with pytest.raises(ValueError, match="AdaptiveAvgPool2d: expected input with non-zero height and width"):
         nn.AdaptiveAvgPool2d(1)(np.zeros((1, 3, 0, 5)))
     m = nn.AdaptiveAvgPool2d(2)

@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml | $(PY)
 train: $(STAMP)
 	$(PY) -m gpucnn.train $(ARGS)
 
+# The emulator's share of the suite runs twice: as is, then in its checking mode, where any
+# out-of-bounds access, race, uninitialized read or barrier misuse in our kernels fails it.
+SANITIZED := -k "cuda-emulator or test_cuda_kernels"
+
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	GPUCNN_EMULATOR_SANITIZE=1 $(PY) -m pytest -q -ra $(SANITIZED) $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m gpucnn.bench $(ARGS)

@@ -146,7 +146,7 @@ def test_resuming_from_a_foreign_training_state_is_a_clear_cli_error(tmp_path, c
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run(tmp_path / "cnn", "--resume", "--epochs", "2")
-    assert e.value.code == 2 and "SGD.load_state_dict: momentum_buffer of parameter" in capsys.readouterr().err
+    assert e.value.code == 2 and "does not belong to the model.safetensors beside it" in capsys.readouterr().err
 
 
 def test_a_net_without_convolutions_plots_its_curves_only(tmp_path, capsys):

@@ -4,9 +4,16 @@ import math
 
 import numpy as np
 
+from . import extras
+
+
+def require():
+    """matplotlib, or MissingExtra: gpucnn.train asks before it trains, not after."""
+    return extras.require("matplotlib", "matplotlib", "train", "the plots (--no-plots skips them)")
+
 
 def _pyplot():
-    import matplotlib
+    matplotlib = require()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt

@@ -11,20 +11,20 @@ import sys
 
 import numpy as np
 
-from . import cuda
+from . import cuda, extras
 from .evaluate import load_trained, predictions
 
 
 def load_image(path, config):
     """uint8-range float array (C, H, W) of an image file, preprocessed like the training images."""
-    from PIL import Image, UnidentifiedImageError
+    Image = extras.require("PIL.Image", "pillow", "train", "reading images")
 
     channels, height, width = config["in_shape"]
     try:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BOX)
             x = np.asarray(img, dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
+    except (Image.UnidentifiedImageError, OSError) as e:
         raise ValueError(f"predict: cannot read {path} as an image ({e})") from None
     if channels == 1:
         # The border is ground: invert a light ground to the data sets' dark one.

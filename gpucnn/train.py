@@ -223,6 +223,8 @@ def train(parser, args):
     out = args.out
     try:
         device = cuda.check_device(args.device or cuda.default_device())
+        if not args.no_plots:
+            plots.require()
         resumed = checkpoint.load_training_state(out) if args.resume else None
         if resumed:
             check_resumed_config(args, resumed["config"])

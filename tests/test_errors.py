@@ -241,7 +241,7 @@ def test_cuda_without_cupy_or_emulator_names_the_extra(monkeypatch):
     monkeypatch.delenv("GPUCNN_CUDA_EMULATOR", raising=False)
     monkeypatch.setattr(cuda, "_cupy", None)
     monkeypatch.setattr(cuda, "_cupy_error", ImportError("No module named 'cupy'"))
-    with pytest.raises(RuntimeError, match=re.escape("pip install gpucnn[cuda12]")):
+    with pytest.raises(RuntimeError, match=re.escape('pip install -e ".[cuda12]" (or ".[cuda13]") in a clone')):
         lenet_like().to("cuda")
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', but got 'gpu'"):
         lenet_like().to("gpu")

@@ -58,6 +58,24 @@ def test_pytorch_loads_the_weights_and_computes_the_same_logits(short_run):
     np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_readme_pytorch_example_preprocesses_like_training(short_run):
+    """The README's PyTorch snippet, run on this run's checkpoint, gives gpucnn's logits."""
+    pytest.importorskip("torch")
+    import re
+
+    code = re.search(r"The weights load into PyTorch.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[1]
+    checkpoint_file = Path(checkpoint.latest(str(short_run))) / checkpoint.MODEL_FILE
+    code = re.sub(r'path = ".*?"', f"path = {str(checkpoint_file)!r}", code)
+    scope = {}
+    exec(compile(code, "README PyTorch example", "exec"), scope)
+    model, config = evaluate.load_trained(str(short_run), "cpu")
+    images = data.load("digits").x_test[:64]
+    expected = evaluate.predictions(model, images, config, 64, "cpu")
+    with scope["torch"].no_grad():
+        logits = scope["net"](scope["preprocess"](images)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
 class Killed(BaseException):
     """Stands for the process dying during an epoch."""
 

@@ -9,7 +9,7 @@ from . import extras
 
 def require():
     """matplotlib, or MissingExtra: gpucnn.train asks before it trains, not after."""
-    return extras.require("matplotlib", "matplotlib", "train", "the plots (--no-plots skips them)")
+    return extras.require("matplotlib", "matplotlib", "train", "drawing the plots (--no-plots skips them)")
 
 
 def _pyplot():

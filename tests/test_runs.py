@@ -128,3 +128,42 @@ def test_out_naming_a_file_or_an_unwritable_place_is_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert "is a file" in cli_error(capsys, tmp_path / "file", *QUICK)
     assert "cannot write to the run folder" in cli_error(capsys, tmp_path / "file" / "run", *QUICK)
+
+
+def test_a_negative_seed_and_abbreviated_flags_are_one_line_errors(tmp_path, capsys):
+    assert "--seed must be non-negative, but got -1" in cli_error(capsys, tmp_path, "--seed", "-1")
+    finished_run(tmp_path)
+    for abbreviated in (["--epoch", "3"], ["--no-plot"]):
+        assert "unrecognized arguments: " + abbreviated[0] in cli_error(capsys, tmp_path, "--resume", *abbreviated)
+
+
+def test_resuming_a_finished_run_says_so_and_fewer_epochs_are_refused(tmp_path, capsys):
+    finished_run(tmp_path)
+    capsys.readouterr()
+    assert cli(tmp_path, "--resume", "--no-plots") == 0
+    out = capsys.readouterr().out
+    assert "has done all its 2 epochs; --epochs N (more than 2) trains on" in out and "epoch 3 of 2" not in out
+    assert "--epochs 1 is fewer than the 2 epochs" in cli_error(capsys, tmp_path, "--resume", "--epochs", "1")
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["epochs"] == summary["config"]["epochs"] == 2
+
+
+def test_resume_without_plots_removes_the_stale_ones(tmp_path):
+    assert cli(tmp_path, *QUICK[:-1]) == 0
+    assert (tmp_path / "curves.png").exists()
+    assert cli(tmp_path, "--resume", "--epochs", "3", "--no-plots") == 0
+    assert not list(tmp_path.glob("*.png"))  # they showed epoch 2's weights, not epoch 3's
+
+
+def test_a_checkpoint_config_missing_keys_is_a_one_line_error(tmp_path, capsys):
+    from gpucnn import arch, evaluate, optim
+    import numpy as np
+
+    model = arch.build_model("fc4", (1, 8, 8), 10)
+    checkpoint.save(str(tmp_path), model, optim.SGD(model.parameters(), lr=0.1), 1, np.random.default_rng(0),
+                    {"arch": "fc4", "classes": list("0123456789")})
+    with pytest.raises(SystemExit) as e:
+        evaluate.main([str(tmp_path), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "the checkpoint's config has no dataset, in_shape, max_value, mean, std" in err
+    assert "has no" in cli_error(capsys, tmp_path, "--resume") and "cannot be resumed" in cli_error(capsys, tmp_path, "--resume")

@@ -134,10 +134,26 @@ def test_predict_matches_the_model_on_a_test_digit(short_run, tmp_path, capsys):
     assert [line.split(": ")[1].split(" ")[0] for line in lines] == [expected, expected]
 
 
+@pytest.mark.parametrize("ink", [0, 255], ids=["black-strokes", "white-strokes"])
+def test_predict_fills_a_transparent_ground_to_contrast_with_the_strokes(short_run, tmp_path, ink):
+    from PIL import Image
+
+    _, config = evaluate.load_trained(str(short_run), "cpu")
+    digit = data.load("digits").x_test[0, 0]
+    coverage = np.kron(digit.astype(np.float64) * 255 / 16, np.ones((4, 4))).round().astype(np.uint8)
+    Image.fromarray(coverage).save(tmp_path / "light_on_dark.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)  # strokes of one colour; the ground transparent (and black below)
+    rgba[..., :3], rgba[..., 3] = ink, coverage
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    expected = predict.load_image(str(tmp_path / "light_on_dark.png"), config)
+    assert expected.max() > 0
+    np.testing.assert_allclose(predict.load_image(str(tmp_path / "transparent.png"), config), expected, atol=0.2)
+
+
 def test_bad_inputs_are_clear_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "--arch", "conv6k9")
-    assert e.value.code == 2 and "arch: 'conv6k9' leaves no output" in capsys.readouterr().err
+    assert e.value.code == 2 and "arch: 'conv6k9' (layer 1 of the spec) leaves no output" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(tmp_path / "nothing", "--resume")
     assert "no checkpoint at" in capsys.readouterr().err

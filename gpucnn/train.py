@@ -275,6 +275,8 @@ def train(parser, args):
         _, test_loss, test_acc = predictions(model, x_test, config, eval_batch, device, labels=y_test)
         if not math.isfinite(test_loss):  # the last step made the weights overflow
             raise Diverged(f"the test loss became {test_loss} after epoch {epoch}")
+        if not all(np.isfinite(cuda.as_numpy(p.data)).all() for p in model.parameters()):
+            raise Diverged(f"a weight became NaN or infinite in epoch {epoch}")
         row = {"epoch": epoch, "lr": f"{optimizer.lr:.6g}", "train_loss": f"{train_loss:.6f}",
                "train_accuracy": f"{train_acc:.6f}", "test_loss": f"{test_loss:.6f}", "test_accuracy": f"{test_acc:.6f}",
                "images_per_second": f"{len(x_train) / train_seconds:.1f}", "seconds": f"{time.perf_counter() - t0:.3f}"}

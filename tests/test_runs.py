@@ -167,3 +167,19 @@ def test_a_checkpoint_config_missing_keys_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "the checkpoint's config has no dataset, in_shape, max_value, mean, std" in err
     assert "has no" in cli_error(capsys, tmp_path, "--resume") and "cannot be resumed" in cli_error(capsys, tmp_path, "--resume")
+
+
+def test_weights_that_overflow_while_the_losses_stay_finite_are_never_saved(tmp_path, monkeypatch, capsys):
+    real_epoch = train.run_epoch
+
+    def overflows_in_epoch_2(model, *args, **kwargs):
+        result = real_epoch(model, *args, **kwargs)
+        if kwargs["desc"].startswith("epoch 2/"):
+            model[-1].bias.data[0] = float("inf")  # a stray step; the logits' argmax and loss are not checked here
+            monkeypatch.setattr(train, "predictions", lambda *a, **k: (None, 1.0, 0.5))
+        return result
+
+    monkeypatch.setattr(train, "run_epoch", overflows_in_epoch_2)
+    err = cli_error(capsys, tmp_path, *QUICK, code=1)
+    assert "a weight became NaN or infinite in epoch 2" in err
+    assert checkpoint.load_training_state(str(tmp_path))["epoch"] == 1

@@ -50,6 +50,15 @@ def claim(out, resume, overwrite):
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def writing(out):
+    """Writes into `out`: a full or read-only disk becomes a RunFolderError, one line for the user."""
+    try:
+        yield
+    except OSError as e:
+        raise RunFolderError(f"cannot write the run in {out}: {e}") from None
+
+
 def replace_earlier_run(out, outputs):
     """Remove an earlier run's `outputs` (file names in `out`), once the new run's first
     checkpoint is in place; the checkpoint's save has already dropped the earlier epochs."""

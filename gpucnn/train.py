@@ -249,7 +249,8 @@ def train(parser, args):
     metrics_csv = os.path.join(out, "metrics.csv")
     if resumed:
         rng, start, rows = resumed["rng"], resumed["epoch"] + 1, resumed["metrics"]
-        write_metrics(metrics_csv, rows)  # drops any row of an epoch killed before its checkpoint
+        with runs.writing(out):
+            write_metrics(metrics_csv, rows)  # drops any row of an epoch killed before its checkpoint
     else:
         rng, start, rows = np.random.default_rng(config["seed"]), 1, []
 
@@ -281,18 +282,20 @@ def train(parser, args):
                "train_accuracy": f"{train_acc:.6f}", "test_loss": f"{test_loss:.6f}", "test_accuracy": f"{test_acc:.6f}",
                "images_per_second": f"{len(x_train) / train_seconds:.1f}", "seconds": f"{time.perf_counter() - t0:.3f}"}
         rows.append(row)
-        checkpoint.save(out, model, optimizer, epoch, rng, config, rows)
-        if epoch == 1:  # this run's first checkpoint is in place: an earlier run's outputs can go
-            runs.replace_earlier_run(out, ["metrics.json"] + PLOTS)
-        write_metrics(metrics_csv, rows)
+        with runs.writing(out):
+            checkpoint.save(out, model, optimizer, epoch, rng, config, rows)
+            if epoch == 1:  # this run's first checkpoint is in place: an earlier run's outputs can go
+                runs.replace_earlier_run(out, ["metrics.json"] + PLOTS)
+            write_metrics(metrics_csv, rows)
         print(f"epoch {epoch:3d}/{config['epochs']}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
               f"test {100 * test_acc:6.2f}%  {len(x_train) / train_seconds:7.0f} img/s  {row['seconds']} s", flush=True)
 
     summary = summarize(out, rows, x_train, x_test, config, device)
-    checkpoint.write_atomic(os.path.join(out, "metrics.json"),
-                            (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
-    drawn = [] if args.no_plots else save_plots(out, model, rows, x_test, y_test, config, device)
-    runs.replace_earlier_run(out, [name for name in PLOTS if name not in drawn])  # stale: not of these weights
+    with runs.writing(out):
+        checkpoint.write_atomic(os.path.join(out, "metrics.json"),
+                                (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+        drawn = [] if args.no_plots else save_plots(out, model, rows, x_test, y_test, config, device)
+        runs.replace_earlier_run(out, [name for name in PLOTS if name not in drawn])  # stale: not of these weights
     print(f"test accuracy {100 * summary['test_accuracy']:.2f}% on {len(x_test)} held-out images "
           f"after {summary['epochs']} epochs ({summary['seconds']:.1f} s)")
     written = ["metrics.csv", "metrics.json"] + drawn
@@ -313,8 +316,6 @@ def main(argv=None):
         kept = checkpoint.latest(args.out)
         parser.exit(1, f"{fail} {e}; stopped without saving it (try a smaller --lr). "
                        f"{'The last finite checkpoint is kept: ' + kept if kept else 'No checkpoint was saved.'}\n")
-    except OSError as e:  # a full or read-only disk while saving
-        parser.exit(2, f"{fail} cannot write the run in {args.out}: {e}\n")
 
 
 if __name__ == "__main__":

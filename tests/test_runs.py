@@ -5,6 +5,7 @@ import errno
 import json
 import math
 import os
+from pathlib import Path
 
 import pytest
 
@@ -183,3 +184,23 @@ def test_weights_that_overflow_while_the_losses_stay_finite_are_never_saved(tmp_
     err = cli_error(capsys, tmp_path, *QUICK, code=1)
     assert "a weight became NaN or infinite in epoch 2" in err
     assert checkpoint.load_training_state(str(tmp_path))["epoch"] == 1
+
+
+def test_kill_9_of_an_overwriting_run_leaves_a_complete_checkpoint_and_no_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    finished_run(tmp_path)
+    command = [sys.executable, "-m", "gpucnn.train", "--out", str(tmp_path), "--overwrite", "--epochs", "50",
+               "--limit-train", "64", "--limit-test", "32", "--no-plots", "--device", "cpu"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    while "training from" not in process.stdout.readline():
+        assert process.poll() is None, "the run ended before it trained"
+    process.stdout.readline()  # an epoch or two in, whichever comes
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    state = checkpoint.load_training_state(str(tmp_path))  # the earlier run's, or the new one's: complete either way
+    assert state["epoch"] >= 1 and len(state["metrics"]) == state["epoch"]
+    assert cli(tmp_path, "--resume", "--epochs", str(max(state["epoch"], 2))) == 0  # the lock died with the process

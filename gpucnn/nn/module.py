@@ -1,5 +1,6 @@
 """Module, Parameter and Sequential: the bookkeeping every layer shares, with torch.nn's names."""
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -116,6 +117,9 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters, keeping each parameter's device and dtype."""
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: expected state_dict to be dict-like, "
+                             f"but got {type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]

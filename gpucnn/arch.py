@@ -53,7 +53,8 @@ def build_model(arch, in_shape, num_classes):
         raise ValueError(f"arch: expected a preset name ({', '.join(PRESETS)}) or a layer spec, but got {arch!r}")
     channels, height, width = in_shape
     layers, features = [], None  # features: set once the fully connected part has begun
-    for token in tokens:
+    for position, token in enumerate(tokens, 1):
+        where = (position, token, height, width)  # for _check_size's message
         conv, pool, fc = _CONV.fullmatch(token), _POOL.fullmatch(token), _FC.fullmatch(token)
         if (conv or pool) and features is not None:
             raise ValueError(
@@ -65,14 +66,14 @@ def build_model(arch, in_shape, num_classes):
             s = _positive(token, "stride", conv[3] or "1")
             p = int(conv[4] or 0)
             height, width = (checks.output_size(d, k, s, p) for d in (height, width))
-            _check_size(token, height, width, in_shape)
+            _check_size(where, height, width, in_shape)
             layers += [nn.Conv2d(channels, out, k, stride=s, padding=p), nn.ReLU()]
             channels = out
         elif pool:
             k = _positive(token, "window", pool[2])
             s = _positive(token, "stride", pool[3] or pool[2])
             height, width = (checks.output_size(d, k, s, 0) for d in (height, width))
-            _check_size(token, height, width, in_shape)
+            _check_size(where, height, width, in_shape)
             layers.append(nn.AvgPool2d(k, s) if pool[1] else nn.MaxPool2d(k, s))
         elif fc:
             if features is None:
@@ -92,8 +93,10 @@ def build_model(arch, in_shape, num_classes):
     return nn.Sequential(*layers)
 
 
-def _check_size(token, height, width, in_shape):
+def _check_size(where, height, width, in_shape):
+    position, token, in_height, in_width = where
     if height < 1 or width < 1:
         raise ValueError(
-            f"arch: {token!r} leaves no output (size {height}x{width}) for input of shape "
-            f"{checks.shape_str(in_shape)}; use padding or a smaller kernel")
+            f"arch: {token!r} (layer {position} of the spec) leaves no output (size {height}x{width}): it gets a "
+            f"{in_height}x{in_width} input from images of shape {checks.shape_str(in_shape)}; use padding, "
+            f"a smaller kernel or fewer pools")

@@ -37,8 +37,9 @@ def test_vgg_preset_state_dict_keys_follow_layer_positions():
     ("conv6k5 relu", "unknown layer 'relu'"),
     ("conv6k0", r"kernel size in 'conv6k0' must be positive, but got 0"),
     ("fc10 conv6k3", "'conv6k3' comes after a fully connected layer"),
-    ("conv6k9", r"'conv6k9' leaves no output \(size 0x0\) for input of shape \[1, 8, 8\]"),
-    ("pool2 pool2 pool2 pool2", r"'pool2' leaves no output"),
+    ("conv6k9", r"'conv6k9' \(layer 1 of the spec\) leaves no output \(size 0x0\): it gets a 8x8 input from "
+                r"images of shape \[1, 8, 8\]"),
+    ("conv4k3p1 pool2 pool2 pool2 pool2", r"'pool2' \(layer 5 of the spec\) leaves no output \(size 0x0\): it gets a 1x1 input"),
 ])
 def test_bad_specs_are_clear_errors(spec, message):
     with pytest.raises(ValueError, match=message):

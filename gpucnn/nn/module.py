@@ -1,5 +1,6 @@
 """Module, Parameter and Sequential: the bookkeeping every layer shares, with torch.nn's names."""
 from collections import OrderedDict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -167,6 +168,9 @@ class Module:
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy arrays into the parameters and buffers, keeping each one's device and dtype."""
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"{type(self).__name__}.load_state_dict: expected state_dict to be dict-like, "
+                             f"but got {type(state_dict).__name__}")
         entries = {name: (m, attr, is_param) for name, m, attr, is_param in self._state_entries()}
         own = OrderedDict((name, _array(*entry)) for name, entry in entries.items())
         missing = [k for k in own if k not in state_dict]

@@ -88,10 +88,15 @@ def launch_kernel(kernel, config, like, args):
 
 
 def empty(shape, dtype, like):
-    """An output on like's device: a CuPy array, or an EmulatedDeviceArray under the emulator."""
+    """An output on like's device: a CuPy array, or an EmulatedDeviceArray under the emulator
+    (whose checking mode then reports a kernel that reads it before some kernel wrote it)."""
     xp = cuda.get_array_module(like)
     out = xp.empty(shape, dtype=dtype)
-    return out.view(cuda.EmulatedDeviceArray) if xp is np else out
+    if xp is not np:
+        return out
+    from ... import emulator
+    out = out.view(cuda.EmulatedDeviceArray)
+    return emulator.mark_uninitialized(out) if emulator.sanitize_enabled() else out
 
 
 def ints(*values):

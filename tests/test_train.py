@@ -10,6 +10,7 @@ import pytest
 
 from gpucnn import checkpoint, data, evaluate, predict, train
 
+ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_second", "seconds")
 
 

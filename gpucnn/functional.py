@@ -5,6 +5,8 @@ runs) and hands the work to the backend of the array's device. Modules in `gpucn
 use the same `conv_args` / `pool_args` validation, then keep what their backward needs.
 1D ops run as 2D ops with H = 1.
 """
+import numpy as np
+
 from . import checks, cuda
 from .backends import ops_for
 
@@ -136,11 +138,34 @@ def log_softmax(x, axis=-1):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def cross_entropy_args(layer, logits, target):
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def reduction_arg(layer, reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{layer}: reduction must be 'none', 'mean' or 'sum', but got reduction={reduction!r}")
+    return reduction
+
+
+def cross_entropy_options(layer, weight, ignore_index, reduction, label_smoothing):
+    """Validate CrossEntropyLoss's options, which need no input to be checked."""
+    reduction_arg(layer, reduction)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+            or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{layer}: label_smoothing must be between 0.0 and 1.0, but got label_smoothing={label_smoothing!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"{layer}: ignore_index must be an int, but got ignore_index={ignore_index!r}")
+    if weight is not None:
+        checks.float_array(layer, "weight", weight)
+        if weight.ndim != 1:
+            raise ValueError(f"{layer}: expected a 1D weight (one per class), but got weight of shape {checks.shape_str(weight.shape)}")
+
+
+def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100):
     checks.float_array(layer, "input", logits)
     checks.rank(layer, logits, 2, "(N, C) of class scores")
     checks.array(layer, "target", target)
-    cuda.check_same_device(layer, input=logits, target=target)
+    cuda.check_same_device(layer, input=logits, target=target, weight=weight)
     if target.shape != logits.shape[:1]:
         raise ValueError(
             f"{layer}: expected target of shape {checks.shape_str(logits.shape[:1])} (one class index per "
@@ -149,19 +174,86 @@ def cross_entropy_args(layer, logits, target):
     if target.dtype.kind not in "iu":
         raise ValueError(f"{layer}: expected integer class indices as target, but got dtype {target.dtype}")
     C = logits.shape[1]
-    if target.size:
-        lo, hi = int(target.min()), int(target.max())
+    if weight is not None and weight.shape != (C,):
+        raise ValueError(
+            f"{layer}: weight should be defined either for all {C} classes or no classes, "
+            f"but got weight of shape {checks.shape_str(weight.shape)}"
+        )
+    classes = target[target != ignore_index]  # ignored rows may hold any index, as in torch
+    if classes.size:
+        lo, hi = int(classes.min()), int(classes.max())
         if lo < 0 or hi >= C:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{layer}: target {bad} is out of bounds for {C} classes (expected 0 <= target < {C})")
 
 
-def cross_entropy(logits, target):
-    """Mean over the batch of -log softmax(logits)[target], as torch.nn.functional.cross_entropy."""
-    cross_entropy_args("cross_entropy", logits, target)
+def cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing):
+    """The loss (float, or an (N,) array for reduction='none') and what its backward needs.
+
+    torch's order of operations: the weighted NLL term and the label-smoothing term
+    (-sum_c w_c log p_c) are reduced separately, both 'mean's dividing by the summed target
+    weights of the rows not ignored, then mixed as (1 - eps) * nll + eps / C * smooth.
+    """
     xp = cuda.get_array_module(logits)
+    N, C = logits.shape
     logp = log_softmax(logits, axis=1)
-    return float(-logp[xp.arange(len(target)), target].mean())
+    keep = target != ignore_index
+    safe = xp.where(keep, target, 0)
+    if weight is not None:
+        weight = weight.astype(logits.dtype, copy=False)
+    # w[y_n] of each row, 0 where ignored: the NLL weight and, summed, 'mean''s denominator.
+    w_y = keep.astype(logits.dtype) if weight is None else xp.where(keep, weight[safe], 0).astype(logits.dtype)
+    nll = w_y * -logp[xp.arange(N), safe]
+    terms = [nll]
+    if label_smoothing:
+        smooth = -(logp if weight is None else logp * weight).sum(axis=1)
+        terms.append(xp.where(keep, smooth, 0).astype(logits.dtype))
+    denom = None
+    if reduction == "none":
+        reduced = terms
+    elif reduction == "sum":
+        reduced = [t.sum() for t in terms]
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: nan, as in torch
+            denom = w_y.sum()
+            reduced = [t.sum() / denom for t in terms]
+    loss = reduced[0] if not label_smoothing else (1 - label_smoothing) * reduced[0] + reduced[1] * (label_smoothing / C)
+    saved = {"probs": xp.exp(logp), "target": safe, "w_y": w_y, "keep": keep, "weight": weight, "denom": denom}
+    return (loss if reduction == "none" else float(loss)), saved
+
+
+def cross_entropy_backward(saved, dy, reduction, label_smoothing):
+    """d loss / d logits for row n, class j, with eps = label_smoothing and W = sum_c w_c:
+    scale_n * (p_j ((1 - eps) w_y + eps W / C) - (1 - eps) w_y [j = y] - eps w_j / C),
+    zero for ignored rows; scale_n = dy / sum of w_y ('mean'), dy ('sum') or dy[n] ('none')."""
+    probs, w_y, keep, weight = saved["probs"], saved["w_y"], saved["keep"], saved["weight"]
+    xp = cuda.get_array_module(probs)
+    N, C = probs.shape
+    eps = label_smoothing
+    picked = (1 - eps) * w_y
+    coef = picked
+    if eps:
+        total = C if weight is None else weight.sum()
+        coef = picked + keep.astype(probs.dtype) * (eps * total / C)
+    grad = probs * coef[:, None]
+    grad[xp.arange(N), saved["target"]] -= picked
+    if eps:
+        grad -= keep[:, None] * ((eps / C) if weight is None else weight * (eps / C))
+    if reduction == "none":
+        return grad * dy[:, None]
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return grad * (dy / saved["denom"])
+    return grad * dy
+
+
+def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """torch.nn.functional.cross_entropy with class-index targets: -log softmax(logits)[target],
+    weighted per class, rows whose target is ignore_index left out, label smoothing mixing in
+    the uniform distribution; a float, or an (N,) array for reduction='none'."""
+    cross_entropy_options("cross_entropy", weight, ignore_index, reduction, label_smoothing)
+    cross_entropy_args("cross_entropy", logits, target, weight, ignore_index)
+    return cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing)[0]
 
 
 def mse_args(layer, x, target):

@@ -6,7 +6,8 @@ A run folder keeps its newest checkpoint as checkpoints/epoch-NNNN/ with two fil
                                 safetensors.torch.load_file(...) loads into the equivalent
                                 torch.nn model; its metadata holds the run's config
     training_state.safetensors  optimizer arrays; its metadata (JSON) holds the epoch, the
-                                optimizer's numbers, the shuffling generator's state, the config
+                                optimizer's numbers, the shuffling generator's state, the config,
+                                the lr scheduler's and the augmentation generator's states
 
 Each file is written to a temporary name, fsynced and renamed; the folder is built under a
 temporary name too and renamed into place whole, and only then is the older epoch removed.
@@ -54,8 +55,9 @@ def write_atomic(path, data):
     _fsync_dir(folder)
 
 
-def save(run_dir, model, optimizer, epoch, rng, config):
-    """Write checkpoints/epoch-<epoch>/ in run_dir atomically and drop older epochs; returns its path."""
+def save(run_dir, model, optimizer, epoch, rng, config, states=None):
+    """Write checkpoints/epoch-<epoch>/ in run_dir atomically and drop older epochs; returns its path.
+    `states`: more JSON-ready state to resume from (the lr scheduler's, the augmentation generator's)."""
     root = os.path.join(run_dir, CHECKPOINTS)
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"epoch-{epoch:04d}")
@@ -76,7 +78,7 @@ def save(run_dir, model, optimizer, epoch, rng, config):
             else:
                 numbers.setdefault(str(i), {})[key] = value
     state = {"epoch": epoch, "optimizer_hyper": opt["hyper"], "optimizer_numbers": numbers,
-             "rng": rng.bit_generator.state, "config": config}
+             "rng": rng.bit_generator.state, "config": config, "states": states or {}}
     write_atomic(os.path.join(tmp, STATE_FILE), safetensors.numpy.save(arrays, metadata={"gpucnn": json.dumps(state)}))
 
     if os.path.exists(final):  # the same epoch saved twice by a caller; gpucnn.train never does
@@ -159,7 +161,7 @@ def load_training_state(path):
         return {
             "weights": weights, "config": config, "epoch": int(state["epoch"]),
             "optimizer": {"hyper": state["optimizer_hyper"], "state": optimizer_state},
-            "rng": np.random.Generator(rng),
+            "rng": np.random.Generator(rng), "states": state.get("states", {}),
         }
     except (KeyError, ValueError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{file}: incomplete training state ({type(e).__name__}: {e})") from None

@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import sys
@@ -18,15 +17,15 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import arch, checkpoint, cuda, data, nn, optim, plots
+from . import arch, checkpoint, cuda, data, nn, plots, recipe
 from .evaluate import predictions
 from .nn.init import manual_seed
 
 DEFAULT_EPOCHS = 30
 # Chosen among a few values on the digits (3 seeds x 2 splits). Weight decay regularizes:
 # LeNet-5 fits the 1,437 training digits perfectly within a dozen epochs.
-DEFAULT_LR = {"sgd": 0.05, "adam": 0.002}
-DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3}
+DEFAULT_LR = {"sgd": 0.05, "adam": 0.002, "adamw": 0.002}
+DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3, "adamw": 1e-2}
 METRICS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_second", "seconds"]
 PLOTS = ["curves.png", "filters.png", "feature_maps.png"]
 # What a resumed run may take from its command line; every other setting is the stored run's.
@@ -42,12 +41,14 @@ def parse_args(argv):
     p.add_argument("--epochs", type=int, default=None,
                    help=f"number of epochs (default: {DEFAULT_EPOCHS}); with --resume, may raise the stored number")
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd", help="default: sgd")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05 for sgd, 0.002 for adam)")
+    p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="sgd", help="default: sgd")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.05 for sgd, 0.002 for adam and adamw)")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default: 0.9)")
-    p.add_argument("--weight-decay", type=float, default=None, help="L2 penalty (default: 0.005 for sgd, 0.001 for adam)")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty (default: 0.005 for sgd, 0.001 for adam); adamw's decoupled decay (default: 0.01, torch's)")
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
                    help="learning rate per epoch: cosine decay from --lr towards 0 (default), or constant")
+    recipe.add_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the shuffling (default: 0)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when CuPy sees a GPU, else cpu")
     p.add_argument("--out", default=None, help="run folder (default: runs/<dataset>-<arch>)")
@@ -62,6 +63,7 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')} must be positive, but got {value}")
     if args.lr is not None and args.lr <= 0:
         p.error(f"--lr must be positive, but got {args.lr}")
+    recipe.check_arguments(p, args, args.epochs or DEFAULT_EPOCHS)
     if args.resume:
         given = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
         fixed = sorted(given - RESUME_MAY_CHANGE)
@@ -74,31 +76,20 @@ def parse_args(argv):
     return p, args
 
 
-def make_optimizer(config, params):
-    if config["optimizer"] == "adam":
-        return optim.Adam(params, lr=config["lr"], weight_decay=config["weight_decay"])
-    return optim.SGD(params, lr=config["lr"], momentum=config["momentum"], weight_decay=config["weight_decay"])
-
-
-def lr_at(config, epoch):
-    """The learning rate of epoch 1, 2, ...: cosine annealing from --lr towards 0 over --epochs."""
-    if config["schedule"] == "constant":
-        return config["lr"]
-    return config["lr"] * 0.5 * (1 + math.cos(math.pi * (epoch - 1) / config["epochs"]))
-
-
 def limited(x, y, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc):
-    """One pass over the training images in a shuffled order; (mean loss, accuracy) as it trained."""
+def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augmenter=None):
+    """One pass over the training images in a shuffled order, each batch through augmenter
+    when there is one; (mean loss, accuracy) as it trained."""
     model.train()
     batches = data.batch_indices(len(x), config["batch_size"], rng)
     loss_sum, correct = 0.0, 0
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", disable=not sys.stderr.isatty())
     for idx in bar:
-        xb = cuda.to_device(data.normalize(x[idx], config["max_value"], config["mean"], config["std"]), device)
+        images = x[idx] if augmenter is None else augmenter(x[idx])
+        xb = cuda.to_device(data.normalize(images, config["max_value"], config["mean"], config["std"]), device)
         yb = cuda.to_device(y[idx], device)
         optimizer.zero_grad()
         logits = model(xb)
@@ -142,7 +133,7 @@ def fresh_config(args):
         "lr": args.lr if args.lr is not None else DEFAULT_LR[args.optimizer], "momentum": args.momentum,
         "weight_decay": args.weight_decay if args.weight_decay is not None else DEFAULT_WEIGHT_DECAY[args.optimizer],
         "schedule": args.schedule, "seed": args.seed,
-        "limit_train": args.limit_train, "limit_test": args.limit_test,
+        "limit_train": args.limit_train, "limit_test": args.limit_test, **recipe.config_of(args),
     }
 
 
@@ -208,14 +199,15 @@ def main(argv=None):
             describe_data(config, dataset, x_train)
         manual_seed(config["seed"])
         model = arch.build_model(config["arch"], tuple(config["in_shape"]), len(config["classes"])).to(device)
-        optimizer = make_optimizer(config, model.parameters())
+        optimizer = recipe.make_optimizer(config, model.parameters())
         if resumed:
             model.load_state_dict(resumed["weights"])
-            optimizer.load_state_dict(resumed["optimizer"])
+        scheduler = recipe.schedule(config, optimizer, resumed)
+        augmenter = recipe.make_augment(config, resumed)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
-    criterion = nn.CrossEntropyLoss()
+    criterion = recipe.make_criterion(config)
     os.makedirs(out, exist_ok=True)
     metrics_csv = os.path.join(out, "metrics.csv")
     if resumed:
@@ -236,10 +228,9 @@ def main(argv=None):
 
     eval_batch = max(config["batch_size"], 500)
     for epoch in range(start, config["epochs"] + 1):
-        optimizer.lr = lr_at(config, epoch)
         t0 = time.perf_counter()
         train_loss, train_acc = run_epoch(model, criterion, optimizer, x_train, y_train, config, rng, device,
-                                          desc=f"epoch {epoch}/{config['epochs']}")
+                                          desc=f"epoch {epoch}/{config['epochs']}", augmenter=augmenter)
         train_seconds = time.perf_counter() - t0
         model.eval()
         _, test_loss, test_acc = predictions(model, x_test, config, eval_batch, device, labels=y_test)
@@ -248,7 +239,8 @@ def main(argv=None):
                "images_per_second": f"{len(x_train) / train_seconds:.1f}", "seconds": f"{time.perf_counter() - t0:.3f}"}
         append_metrics(metrics_csv, row)
         rows.append(row)
-        checkpoint.save(out, model, optimizer, epoch, rng, config)
+        scheduler.step()  # the next epoch's lr, saved with the optimizer
+        checkpoint.save(out, model, optimizer, epoch, rng, config, states=recipe.states(config, scheduler, augmenter))
         print(f"epoch {epoch:3d}/{config['epochs']}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
               f"test {100 * test_acc:6.2f}%  {len(x_train) / train_seconds:7.0f} img/s  {row['seconds']} s", flush=True)
 

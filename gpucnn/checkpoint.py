@@ -65,7 +65,8 @@ def save(run_dir, model, optimizer, epoch, rng, config, states=None):
     shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
     os.makedirs(tmp)
 
-    weights = {name: np.ascontiguousarray(a) for name, a in model.state_dict().items()}
+    # np.asarray, not np.ascontiguousarray: that makes a 0-d buffer (num_batches_tracked) 1-d.
+    weights = {name: np.asarray(a, order="C") for name, a in model.state_dict().items()}
     write_atomic(os.path.join(tmp, MODEL_FILE),
                  safetensors.numpy.save(weights, metadata={"format": "pt", "gpucnn_config": json.dumps(config)}))
 

@@ -5,9 +5,11 @@ runs) and hands the work to the backend of the array's device. Modules in `gpucn
 use the same `conv_args` / `pool_args` validation, then keep what their backward needs.
 1D ops run as 2D ops with H = 1.
 """
+import math
+
 import numpy as np
 
-from . import checks, cuda
+from . import checks, cuda, rng
 from .backends import ops_for
 
 _LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)"}
@@ -104,6 +106,112 @@ def avg_pool1d(x, kernel_size, stride=None):
 
 def avg_pool2d(x, kernel_size, stride=None):
     return _avg_pool("avg_pool2d", x, kernel_size, stride, 2)
+
+
+def _positive_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+
+def adaptive_pool_size(layer, output_size):
+    """output_size as a pair, each a positive int or None (the input's size there), as torch."""
+    pair = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(pair) != 2 or not all(v is None or _positive_int(v) for v in pair):
+        raise ValueError(
+            f"{layer}: output_size must be a positive int, or a pair of positive ints or None, "
+            f"but got output_size={output_size!r}"
+        )
+    return tuple(None if v is None else int(v) for v in pair)
+
+
+def adaptive_pool_args(layer, x, output_size):
+    """Validate an adaptive pooling call; returns the output's (OH, OW), None filled in."""
+    size = adaptive_pool_size(layer, output_size)
+    checks.float_array(layer, "input", x)
+    checks.rank(layer, x, 4, _LAYOUTS[2])
+    if 0 in x.shape[2:]:
+        raise ValueError(f"{layer}: expected input with non-zero height and width, but got input of shape "
+                         f"{checks.shape_str(x.shape)}")
+    return tuple(x.shape[2 + i] if v is None else v for i, v in enumerate(size))
+
+
+def adaptive_avg_pool2d(x, output_size):
+    size = adaptive_pool_args("adaptive_avg_pool2d", x, output_size)
+    return ops_for(x).adaptive_avg_pool2d_forward(x, size)
+
+
+def batch_norm_args(layer, x, running_mean, running_var, weight, bias, training):
+    """Validate a batch normalization call; returns x as (N, C, S) for the backends."""
+    checks.float_array(layer, "input", x)
+    if x.ndim < 2:
+        raise ValueError(f"{layer}: expected input of at least 2 dimensions (N, C, ...), but got input of shape "
+                         f"{checks.shape_str(x.shape)}")
+    C = x.shape[1]
+    per_channel = {"running_mean": running_mean, "running_var": running_var, "weight": weight, "bias": bias}
+    for name, a in per_channel.items():
+        if a is None:
+            continue
+        checks.array(layer, name, a)
+        if tuple(a.shape) != (C,):
+            raise ValueError(f"{layer}: expected {name} of shape [{C}] (one per channel of input"
+                             f"{checks.shape_str(x.shape)}), but got {name} of shape {checks.shape_str(a.shape)}")
+    cuda.check_same_device(layer, input=x, **per_channel)
+    checks.same_dtype(layer, x, **per_channel)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError(f"{layer}: expected running_mean and running_var both, or neither")
+    if training and C and x.size // C <= 1:
+        raise ValueError(f"{layer}: expected more than 1 value per channel when training, but got input of shape "
+                         f"{checks.shape_str(x.shape)}")
+    return x.reshape(x.shape[:2] + (math.prod(x.shape[2:]),))
+
+
+def batch_norm_apply(x3, running_mean, running_var, weight, bias, training, factor, eps):
+    """Batch normalization of validated (N, C, S) input; returns (y, mean, invstd, batch_stats),
+    what backward needs. With batch statistics (training, or no running statistics) the
+    running statistics, if any, move by factor towards the batch's."""
+    ops = ops_for(x3)
+    batch_stats = training or running_mean is None
+    if batch_stats:
+        mean, var = ops.batch_norm_statistics(x3)
+        if training and running_mean is not None:
+            ops.batch_norm_update_running(running_mean, running_var, mean, var, factor, x3.shape[0] * x3.shape[2])
+    else:
+        mean, var = running_mean, running_var
+    invstd = ops.batch_norm_invstd(var, eps)
+    C = x3.shape[1]
+    if weight is None:
+        weight = cuda.to_device(np.ones(C, x3.dtype), cuda.device_of(x3))
+    if bias is None:
+        bias = cuda.to_device(np.zeros(C, x3.dtype), cuda.device_of(x3))
+    return ops.batch_norm_forward(x3, mean, invstd, weight, bias), mean, invstd, batch_stats
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1, eps=1e-5):
+    """torch.nn.functional.batch_norm: running_mean and running_var (or None) move in place by momentum."""
+    x3 = batch_norm_args("batch_norm", x, running_mean, running_var, weight, bias, training)
+    return batch_norm_apply(x3, running_mean, running_var, weight, bias, training, momentum, eps)[0].reshape(x.shape)
+
+
+def dropout_probability(layer, p):
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
+        raise ValueError(f"{layer}: dropout probability has to be between 0 and 1, but got p={p!r}")
+    return float(p)
+
+
+def dropout_constants(p):
+    """(threshold, scale) of dropout_apply: an element is kept when the top 24 bits of its
+    random word are >= ceil(p * 2^24), which happens with probability 1 - p up to 2^-24, and
+    a kept element is scaled by 1/(1-p) (p = 1 keeps nothing, and scales by 0)."""
+    return math.ceil(p * 2**24), (1 / (1 - p) if p < 1 else 0.0)
+
+
+def dropout(x, p=0.5, training=True):
+    """torch.nn.functional.dropout: inverted dropout with a mask from gpucnn's Philox stream."""
+    p = dropout_probability("dropout", p)
+    checks.float_array("dropout", "input", x)
+    if not training:
+        return x
+    seed, call = rng.next_call()
+    return ops_for(x).dropout_apply(x, seed, call, *dropout_constants(p))
 
 
 def relu(x):

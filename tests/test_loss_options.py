@@ -101,9 +101,11 @@ def test_every_row_ignored_gives_nan_for_mean_as_in_torch(device):
     assert nn.CrossEntropyLoss(reduction="sum")(np.zeros((2, 3)), np.array([-100, -100])) == 0.0
 
 
-def test_the_weight_moves_with_the_loss(cuda_device):
+def test_the_weight_is_a_buffer_moved_with_the_loss(cuda_device):
     crit = nn.CrossEntropyLoss(WEIGHT).to(cuda_device)
     assert device_of(crit.weight) == "cuda"
+    assert list(crit.state_dict()) == ["weight"] and crit.parameters() == []
+    assert nn.CrossEntropyLoss(WEIGHT).float().weight.dtype == np.float32
     crit(to_device(logits_of(np.float64), cuda_device), to_device(TARGET, cuda_device))
     with pytest.raises(ValueError, match="CrossEntropyLoss: expected all arrays on one device, but got input on cpu, "
                                          "target on cpu, weight on cuda"):

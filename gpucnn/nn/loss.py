@@ -15,16 +15,11 @@ class CrossEntropyLoss(Module):
     def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__()
         F.cross_entropy_options("CrossEntropyLoss", weight, ignore_index, reduction, label_smoothing)
-        self.weight, self.ignore_index = weight, int(ignore_index)
+        # A buffer, as in torch: .to() moves it, .float()/.double() cast it, state_dict() holds it.
+        self.register_buffer("weight", weight)
+        self.ignore_index = int(ignore_index)
         self.reduction, self.label_smoothing = reduction, float(label_smoothing)
         self._saved = None
-
-    def to(self, device):
-        """The class weights move with the loss, as torch's weight buffer does."""
-        super().to(device)
-        if self.weight is not None:
-            self.weight = cuda.to_device(self.weight, device)
-        return self
 
     def forward(self, logits, target):
         F.cross_entropy_args("CrossEntropyLoss", logits, target, self.weight, self.ignore_index)

@@ -4,11 +4,12 @@ augmentation, each built from the run's config, and the command-line flags that 
 The schedule is per epoch: --warmup W epochs rising linearly to --lr (W + 1 equal steps:
 lr/(W+1), 2lr/(W+1), ...), then cosine decay towards 0 over the remaining epochs, or the
 constant --lr. It is a gpucnn.optim.lr_scheduler scheduler whose state goes into the
-checkpoint with the augmentation generator's, so --resume continues both exactly.
+checkpoint with the augmentation generator's and the dropout masks' stream's, so --resume
+continues all three exactly.
 """
 import argparse
 
-from . import augment, nn, optim
+from . import augment, nn, optim, rng
 from .optim import lr_scheduler
 
 
@@ -102,13 +103,17 @@ def schedule(config, optimizer, resumed=None):
 
 
 def make_augment(config, resumed=None):
-    state = resumed.get("states", {}).get("augment") if resumed else None
-    return augment.from_config(config, state)
+    """The run's Augment (or None); resuming, it and the dropout masks' stream (gpucnn.rng,
+    which manual_seed restarted) continue where the checkpoint left them."""
+    stored = resumed.get("states", {}) if resumed else {}
+    if "dropout" in stored:
+        rng.set_state(stored["dropout"])
+    return augment.from_config(config, stored.get("augment"))
 
 
 def states(config, scheduler, augmenter):
     """What the checkpoint keeps of the recipe for --resume: JSON-ready."""
-    kept = {"schedule": {"epochs": config["epochs"], "state": scheduler.state_dict()}}
+    kept = {"schedule": {"epochs": config["epochs"], "state": scheduler.state_dict()}, "dropout": rng.state()}
     if augmenter is not None:
         kept["augment"] = augmenter.state_dict()
     return kept

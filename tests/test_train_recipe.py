@@ -42,8 +42,11 @@ def test_recipe_flags_change_training_deterministically_and_are_recorded(tmp_pat
         "crop_padding": 1, "hflip": True, "warmup": 1, "nesterov": True, "label_smoothing": 0.1}
 
 
-@pytest.mark.parametrize("flags", [RECIPE, ["--optimizer", "adamw", "--crop-padding", "2", "--schedule", "constant", "--warmup", "2"]],
-                         ids=["sgd-nesterov-augment-warmup", "adamw-crop-constant"])
+@pytest.mark.parametrize("flags", [
+    RECIPE,
+    ["--optimizer", "adamw", "--crop-padding", "2", "--schedule", "constant", "--warmup", "2"],
+    ["--arch", "conv4k3p1bn res4 res6s2 gap drop0.3", "--hflip"],
+], ids=["sgd-nesterov-augment-warmup", "adamw-crop-constant", "resnet-dropout"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, flags):
     flags = [*SMALL, "--epochs", "4", *flags]
     assert run(tmp_path / "whole", *flags) == 0

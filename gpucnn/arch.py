@@ -79,24 +79,28 @@ def _positive(token, what, text):
     return value
 
 
-def conv_bn_relu(cin, cout, k, stride, padding, bn):
+def conv_bn_relu(lib, cin, cout, k, stride, padding, bn):
     if not bn:
-        return [nn.Conv2d(cin, cout, k, stride=stride, padding=padding), nn.ReLU()]
-    return [nn.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+        return [lib.Conv2d(cin, cout, k, stride=stride, padding=padding), lib.ReLU()]
+    return [lib.Conv2d(cin, cout, k, stride=stride, padding=padding, bias=False), lib.BatchNorm2d(cout), lib.ReLU()]
 
 
-def basic_block(cin, cout, stride):
+def basic_block(lib, cin, cout, stride):
     """ResNet's basic block, its ReLU after the sum: [Residual(body, shortcut), ReLU]."""
-    body = nn.Sequential(*conv_bn_relu(cin, cout, 3, stride, 1, True),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+    body = lib.Sequential(*conv_bn_relu(lib, cin, cout, 3, stride, 1, True),
+                          lib.Conv2d(cout, cout, 3, padding=1, bias=False), lib.BatchNorm2d(cout))
     shortcut = None
     if stride != 1 or cin != cout:
-        shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-    return [nn.Residual(body, shortcut), nn.ReLU()]
+        shortcut = lib.Sequential(lib.Conv2d(cin, cout, 1, stride=stride, bias=False), lib.BatchNorm2d(cout))
+    return [lib.Residual(body, shortcut), lib.ReLU()]
 
 
-def build_model(arch, in_shape, num_classes):
-    """nn.Sequential for `arch` (a preset name or a spec) on inputs of shape (C, H, W)."""
+def build_model(arch, in_shape, num_classes, lib=nn):
+    """nn.Sequential for `arch` (a preset name or a spec) on inputs of shape (C, H, W).
+
+    `lib` is where the layers come from: gpucnn.nn, or any namespace with torch.nn's names
+    and arguments (torch.nn plus a Residual(body, shortcut), as the bench builds its rival),
+    which then gives the same net with the same state_dict keys."""
     spec = resolve(arch)
     tokens = spec.split()
     if not tokens:
@@ -116,13 +120,13 @@ def build_model(arch, in_shape, num_classes):
             p = int(conv[4] or 0)
             height, width = (checks.output_size(d, k, s, p) for d in (height, width))
             _check_size(token, height, width, in_shape)
-            layers += conv_bn_relu(channels, out, k, s, p, bool(conv[5]))
+            layers += conv_bn_relu(lib, channels, out, k, s, p, bool(conv[5]))
             channels = out
         elif res:
             out = _positive(token, "channels", res[1])
             s = _positive(token, "stride", res[2] or "1")
             for i in range(_positive(token, "block count", res[3] or "1")):
-                layers += basic_block(channels, out, s if i == 0 else 1)
+                layers += basic_block(lib, channels, out, s if i == 0 else 1)
                 channels = out
             height, width = (checks.output_size(d, 3, s, 1) for d in (height, width))
         elif pool:
@@ -130,21 +134,21 @@ def build_model(arch, in_shape, num_classes):
             s = _positive(token, "stride", pool[3] or pool[2])
             height, width = (checks.output_size(d, k, s, 0) for d in (height, width))
             _check_size(token, height, width, in_shape)
-            layers.append(nn.AvgPool2d(k, s) if pool[1] else nn.MaxPool2d(k, s))
+            layers.append(lib.AvgPool2d(k, s) if pool[1] else lib.MaxPool2d(k, s))
         elif token == "gap":
-            layers.append(nn.AdaptiveAvgPool2d(1))
+            layers.append(lib.AdaptiveAvgPool2d(1))
             height = width = 1
         elif drop:
             p = float(drop[1])
             if not p < 1:
                 raise ValueError(f"arch: the dropout probability in {token!r} must be below 1, but got {p}")
-            layers.append(nn.Dropout(p))
+            layers.append(lib.Dropout(p))
         elif fc:
             if features is None:
                 features = channels * height * width
-                layers.append(nn.Flatten())
+                layers.append(lib.Flatten())
             out = _positive(token, "features", fc[1])
-            layers += [nn.Linear(features, out), nn.ReLU()]
+            layers += [lib.Linear(features, out), lib.ReLU()]
             features = out
         else:
             raise ValueError(
@@ -152,9 +156,9 @@ def build_model(arch, in_shape, num_classes):
                 f"res<C>[s<S>][x<N>], pool<K>[s<S>], avgpool<K>[s<S>], gap, drop<P> or fc<N>")
     if features is None:
         features = channels * height * width
-        layers.append(nn.Flatten())
-    layers.append(nn.Linear(features, num_classes))
-    return nn.Sequential(*layers)
+        layers.append(lib.Flatten())
+    layers.append(lib.Linear(features, num_classes))
+    return lib.Sequential(*layers)
 
 
 def _check_size(token, height, width, in_shape):

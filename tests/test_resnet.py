@@ -123,3 +123,15 @@ def test_a_trained_checkpoint_loads_into_torch_strictly(tmp_path):
     with torch.no_grad():
         expected = twin(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(as_numpy(model(x)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_the_bench_builds_the_same_resnet20_in_both_frameworks():
+    from gpucnn.bench import cases
+
+    ours = cases.resnet20(nn)
+    theirs = cases.resnet20(torch.nn)
+    theirs.load_state_dict(to_torch(ours.state_dict()), strict=True)
+    assert sum(p.numel() for p in theirs.parameters()) == 272474
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(ours(x), theirs(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)

@@ -113,6 +113,15 @@ def find(path):
     return found
 
 
+def _safetensors_header(data):
+    """Whether data opens as a safetensors file: its header's length (8 bytes, little-endian),
+    then the JSON header. A length of 128 mod 256 makes its first byte 0x80, as a pickle's."""
+    if len(data) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", data[:8])
+    return 8 + header_len <= len(data) and data[8:9] == b"{"
+
+
 def _read(path):
     """(tensors, metadata) of a safetensors file, with a clear error for anything else."""
     try:
@@ -120,7 +129,7 @@ def _read(path):
             data = f.read()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing") from None
-    if data.startswith(_PICKLE_MAGIC):
+    if data.startswith(_PICKLE_MAGIC) and not _safetensors_header(data):
         raise CheckpointError(f"{path} looks like a pickle or torch.save file; gpucnn loads only safetensors")
     try:
         tensors = safetensors.numpy.load(data)

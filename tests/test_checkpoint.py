@@ -1,4 +1,5 @@
 """Checkpoints: a full round trip, atomic replacement, and clear errors for bad files."""
+import json
 import os
 import pickle
 
@@ -104,3 +105,20 @@ def test_pickles_and_foreign_files_are_refused(tmp_path):
         checkpoint.load_model(str(path))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
         checkpoint.load_model(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_header_length_of_128_mod_256_is_no_pickle(tmp_path, protocol):
+    """A safetensors header of 128 + 256k bytes opens with 0x80, a pickle's first byte: such a
+    checkpoint loads, and a pickle is still refused."""
+    path = tmp_path / "model.safetensors"
+    for pad in range(256):
+        data = safetensors.numpy.save({"w": np.zeros(2, np.float32)},
+                                      metadata={"gpucnn_config": json.dumps({"pad": "x" * pad})})
+        if data[0] == 0x80:
+            break
+    path.write_bytes(data)
+    assert checkpoint.load_model(str(path))[1] == {"pad": "x" * pad}
+    path.write_bytes(pickle.dumps({"w": [0.0, 0.0]}, protocol=protocol))
+    with pytest.raises(checkpoint.CheckpointError, match="looks like a pickle or torch.save file"):
+        checkpoint.load_model(str(path))

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gpucnn import checkpoint, train
-from test_train import Killed, metric_rows, run
+from gpucnn import checkpoint
+from test_train import assert_killed_run_resumes_exactly, metric_rows, run
 
 SMALL = ["--limit-train", "96", "--limit-test", "32", "--batch-size", "16", "--device", "cpu"]
 RECIPE = ["--augment", "--hflip", "--warmup", "1", "--nesterov", "--label-smoothing", "0.1"]
@@ -48,27 +48,7 @@ def test_recipe_flags_change_training_deterministically_and_are_recorded(tmp_pat
     ["--arch", "conv4k3p1bn res4 res6s2 gap drop0.3", "--hflip"],
 ], ids=["sgd-nesterov-augment-warmup", "adamw-crop-constant", "resnet-dropout"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch, flags):
-    flags = [*SMALL, "--epochs", "4", *flags]
-    assert run(tmp_path / "whole", *flags) == 0
-
-    real_epoch, calls = train.run_epoch, []
-
-    def dies_in_epoch_3(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Killed
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train, "run_epoch", dies_in_epoch_3)
-    with pytest.raises(Killed):
-        run(tmp_path / "killed", *flags)
-    monkeypatch.undo()
-    assert run(tmp_path / "killed", "--resume") == 0
-    assert metric_rows(tmp_path / "killed") == metric_rows(tmp_path / "whole")
-    whole, _ = checkpoint.load_model(str(tmp_path / "whole"))
-    resumed, _ = checkpoint.load_model(str(tmp_path / "killed"))
-    for name in whole:
-        np.testing.assert_array_equal(resumed[name], whole[name])
+    assert_killed_run_resumes_exactly(tmp_path, monkeypatch, [*SMALL, "--epochs", "4", *flags])
 
 
 def test_a_lengthened_run_follows_the_longer_schedule(tmp_path):

@@ -37,7 +37,8 @@ def parse_args(argv):
     p.add_argument("--dataset", choices=list(data.SOURCES), default="digits", help="default: digits, embedded")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST / Fashion-MNIST IDX files or CIFAR-10 .bin files")
     p.add_argument("--arch", default="lenet5-3x3",
-                   help=f"a preset ({', '.join(arch.PRESETS)}; default lenet5-3x3) or a spec such as {arch.PRESETS['lenet5']!r} (see gpucnn/arch.py)")
+                   help=f"a preset ({', '.join(arch.PRESETS)}, resnet<D>-w<W>; default lenet5-3x3) or a spec such as "
+                        f"{arch.PRESETS['lenet5']!r} or {arch.PRESETS['resnet']!r} (see gpucnn/arch.py)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"number of epochs (default: {DEFAULT_EPOCHS}); with --resume, may raise the stored number")
     p.add_argument("--batch-size", type=int, default=32, help="default: 32")

@@ -27,6 +27,9 @@ CASES = {
         opt, [m.LinearLR(opt, start_factor=0.25, total_iters=3), m.CosineAnnealingLR(opt, T_max=STEPS - 3)], [3]),
     "three-phases": lambda m, opt: m.SequentialLR(
         opt, [m.LinearLR(opt, 0.5, total_iters=2), m.StepLR(opt, 3, 0.7), m.CosineAnnealingLR(opt, 5)], [4, 12]),
+    "one-cycle": lambda m, opt: m.OneCycleLR(opt, max_lr=0.5, total_steps=STEPS),
+    "one-cycle-linear-3-phases": lambda m, opt: m.OneCycleLR(
+        opt, max_lr=0.4, epochs=5, steps_per_epoch=6, pct_start=0.25, anneal_strategy="linear", three_phase=True),
 }
 
 
@@ -48,6 +51,29 @@ def test_same_learning_rates_as_torch_at_every_step(make):
     want = lrs(make(torch.optim.lr_scheduler, opt_t), opt_t, STEPS)
     opt = sgd()
     assert lrs(make(lr_scheduler, opt), opt, STEPS) == want
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_one_cycle_moves_momentum_and_beta1_as_torch_does(name):
+    torch = pytest.importorskip("torch")
+
+    def momenta(optimizer, groups, steps=STEPS):
+        scheduler = (lr_scheduler if groups is None else torch.optim.lr_scheduler).OneCycleLR(
+            optimizer, max_lr=0.3, total_steps=steps, base_momentum=0.8, max_momentum=0.9)
+        out = []
+        for _ in range(steps):
+            group = optimizer.param_groups[0]
+            out.append(group["momentum"] if name == "SGD" else group["betas"][0])
+            optimizer.step()
+            scheduler.step()
+        return out
+
+    kwargs = dict(lr=0.1, momentum=0.9) if name == "SGD" else {}
+    opt_t = getattr(torch.optim, name)([torch.zeros(2, requires_grad=True)], **kwargs)
+    opt = getattr(optim, name)([nn.Parameter(np.zeros(2))], **({"lr": 0.1, "momentum": 0.9} if name == "SGD" else {}))
+    got = momenta(opt, None)
+    assert got == momenta(opt_t, True)
+    assert got[0] == 0.9 and min(got) == pytest.approx(0.8, abs=1e-3)
 
 
 def test_closed_forms():
@@ -100,6 +126,13 @@ def test_resumed_scheduler_continues_exactly(make, stop):
      "SequentialLR: scheduler 1 (StepLR) does not belong to the optimizer given"),
     (lambda opt: lr_scheduler.SequentialLR(opt, [lr_scheduler.StepLR(opt, 2)] * 3, [3, 3]),
      "SequentialLR: milestones must be positive and increasing, but got [3, 3]"),
+    (lambda opt: lr_scheduler.OneCycleLR(opt, 1.0), "OneCycleLR: give total_steps, or epochs and steps_per_epoch"),
+    (lambda opt: lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10, pct_start=1),
+     "OneCycleLR: pct_start must be a float in [0, 1], but got pct_start=1"),
+    (lambda opt: lr_scheduler.OneCycleLR(opt, 1.0, total_steps=10, anneal_strategy="cosine"),
+     "OneCycleLR: anneal_strategy must be 'cos' or 'linear', but got anneal_strategy='cosine'"),
+    (lambda opt: [s.step() for s in [lr_scheduler.OneCycleLR(opt, 1.0, total_steps=2)] * 3],
+     "OneCycleLR: stepped 3 times, but total_steps is 2"),
     (lambda opt: lr_scheduler.StepLR(opt, 2).load_state_dict(lr_scheduler.CosineAnnealingLR(sgd(), 3).state_dict()),
      "StepLR.load_state_dict: state of another scheduler (missing keys: ['gamma', 'step_size'], "
      "unexpected keys: ['T_max', 'eta_min'])"),

@@ -3,8 +3,8 @@ semantics: building one sets the optimizer's lr for step 0 (and records `initial
 each step() after an epoch (or batch) moves it on; get_last_lr() lists what was set.
 
 They compute as torch does, recursively from the optimizer's current lr where torch
-does (CosineAnnealingLR, LinearLR, StepLR), so the two agree step by step to the last
-bit. state_dict() is plain numbers and lists (JSON-ready, for checkpoints' metadata);
+does (CosineAnnealingLR, LinearLR, StepLR), in closed form where it does (OneCycleLR),
+so the two agree step by step to the last bit. state_dict() is plain numbers and lists (JSON-ready, for checkpoints' metadata);
 a scheduler rebuilt on a resumed optimizer and given load_state_dict(...) continues
 exactly. The optimizer has one parameter group: `optimizer.param_groups == [hyper]`.
 """
@@ -226,3 +226,84 @@ class SequentialLR(LRScheduler):
         for s, state in zip(self._schedulers, inner):
             s.load_state_dict(state)
         self.__dict__.update(_copy({k: v for k, v in state_dict.items() if k != "_schedulers"}))
+
+
+class OneCycleLR(LRScheduler):
+    """Smith's 1cycle policy, stepped once per batch: the lr rises from max_lr/div_factor to
+    max_lr over the first pct_start of total_steps, then anneals to initial_lr/final_div_factor
+    (three_phase: back down to the initial lr first, then to the minimum); with cycle_momentum
+    the momentum (SGD) or beta1 (Adam, AdamW) moves the opposite way, between max_momentum
+    and base_momentum. Give total_steps, or epochs and steps_per_epoch."""
+
+    def __init__(self, optimizer, max_lr, total_steps=None, epochs=None, steps_per_epoch=None, pct_start=0.3,
+                 anneal_strategy="cos", cycle_momentum=True, base_momentum=0.85, max_momentum=0.95,
+                 div_factor=25.0, final_div_factor=1e4, three_phase=False, last_epoch=-1):
+        name = "OneCycleLR"
+        if not isinstance(optimizer, Optimizer):
+            raise ValueError(f"{name}: expected a gpucnn.optim optimizer, but got {type(optimizer).__name__}")
+        if total_steps is not None:
+            self.total_steps = _positive_int(name, "total_steps", total_steps)
+        elif epochs is not None and steps_per_epoch is not None:
+            self.total_steps = _positive_int(name, "epochs", epochs) * _positive_int(name, "steps_per_epoch", steps_per_epoch)
+        else:
+            raise ValueError(f"{name}: give total_steps, or epochs and steps_per_epoch")
+        if not isinstance(pct_start, float) or not 0 <= pct_start <= 1:
+            raise ValueError(f"{name}: pct_start must be a float in [0, 1], but got pct_start={pct_start!r}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"{name}: anneal_strategy must be 'cos' or 'linear', but got anneal_strategy={anneal_strategy!r}")
+        self._anneal_func_type = anneal_strategy
+        rise_end = float(pct_start * self.total_steps) - 1
+        # Each phase: the step it ends at, and the group entries it goes from and to (lr, momentum).
+        if three_phase:
+            self._schedule_phases = [
+                [rise_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"],
+                [float(2 * pct_start * self.total_steps) - 2, "max_lr", "initial_lr", "base_momentum", "max_momentum"],
+                [self.total_steps - 1, "initial_lr", "min_lr", "max_momentum", "max_momentum"],
+            ]
+        else:
+            self._schedule_phases = [
+                [rise_end, "initial_lr", "max_lr", "max_momentum", "base_momentum"],
+                [self.total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"],
+            ]
+        group = optimizer.param_groups[0]
+        if last_epoch == -1:
+            group.update(initial_lr=max_lr / div_factor, max_lr=max_lr, min_lr=max_lr / div_factor / final_div_factor)
+        self.cycle_momentum = bool(cycle_momentum)
+        if self.cycle_momentum:
+            if "momentum" not in group and "betas" not in group:
+                raise ValueError(f"{name}: cycle_momentum needs an optimizer with a momentum or betas")
+            self.use_beta1 = "betas" in group
+            if last_epoch == -1:
+                if self.use_beta1:
+                    group["betas"] = (max_momentum, *group["betas"][1:])
+                else:
+                    group["momentum"] = max_momentum
+                group.update(max_momentum=max_momentum, base_momentum=base_momentum)
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start, end, pct):
+        if self._anneal_func_type == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def get_lr(self):
+        step = self.last_epoch
+        if step > self.total_steps:
+            raise ValueError(f"OneCycleLR: stepped {step} times, but total_steps is {self.total_steps}")
+        lrs = []
+        for group in self.optimizer.param_groups:
+            start = 0.0
+            for i, (end, lr_from, lr_to, m_from, m_to) in enumerate(self._schedule_phases):
+                if step <= end or i == len(self._schedule_phases) - 1:
+                    pct = (step - start) / (end - start)
+                    lrs.append(self._anneal(group[lr_from], group[lr_to], pct))
+                    momentum = self._anneal(group[m_from], group[m_to], pct) if self.cycle_momentum else None
+                    break
+                start = end
+            if momentum is None:
+                continue
+            if self.use_beta1:
+                group["betas"] = (momentum, *group["betas"][1:])
+            else:
+                group["momentum"] = momentum
+        return lrs

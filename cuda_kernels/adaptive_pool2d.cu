@@ -50,7 +50,8 @@ __global__ void __launch_bounds__(256) adaptive_avg_pool2d_forward(const T* __re
 }
 
 // dx[n, c, ih, iw] is the sum, over the windows that cover (ih, iw), of dy divided by the
-// window's size.
+// window's size rows * cols: summed column of windows by column, dividing by rows inside and
+// by cols once per column (the order also keeps ptxas from spilling the double instance).
 template <typename T>
 __global__ void __launch_bounds__(256) adaptive_avg_pool2d_backward_gather(const T* __restrict__ dy,
                                                                            T* __restrict__ dx, int N, int C,
@@ -61,14 +62,15 @@ __global__ void __launch_bounds__(256) adaptive_avg_pool2d_backward_gather(const
          i += (long long)gridDim.x * blockDim.x) {
         const int iw = (int)(i % W), ih = (int)(i / W % H);
         const long long nc = i / ((long long)H * W);
-        const int oh_last = last_covering(ih, H, OH), ow_last = last_covering(iw, W, OW);
+        const int oh_first = first_covering(ih, H, OH), oh_last = last_covering(ih, H, OH);
+        const int ow_first = first_covering(iw, W, OW), ow_last = last_covering(iw, W, OW);
         T sum = T(0);
-        for (int oh = first_covering(ih, H, OH); oh <= oh_last; ++oh) {
-            const int rows = window_end(oh, H, OH) - window_start(oh, H, OH);
-            for (int ow = first_covering(iw, W, OW); ow <= ow_last; ++ow) {
-                const int cols = window_end(ow, W, OW) - window_start(ow, W, OW);
-                sum += dy[(nc * OH + oh) * OW + ow] / T(rows * cols);
-            }
+        for (int ow = ow_first; ow <= ow_last; ++ow) {
+            const int cols = window_end(ow, W, OW) - window_start(ow, W, OW);
+            T column = T(0);
+            for (int oh = oh_first; oh <= oh_last; ++oh)
+                column += dy[(nc * OH + oh) * OW + ow] / T(window_end(oh, H, OH) - window_start(oh, H, OH));
+            sum += column / T(cols);
         }
         dx[i] = sum;
     }

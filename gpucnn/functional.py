@@ -219,6 +219,41 @@ def relu(x):
     return ops_for(x).relu_forward(x)
 
 
+def leaky_relu_slope(layer, negative_slope):
+    if isinstance(negative_slope, bool) or not isinstance(negative_slope, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(negative_slope):
+        raise ValueError(f"{layer}: negative_slope must be a finite number, but got negative_slope={negative_slope!r}")
+    return float(negative_slope)
+
+
+def leaky_relu(x, negative_slope=0.01):
+    negative_slope = leaky_relu_slope("leaky_relu", negative_slope)
+    checks.float_array("leaky_relu", "input", x)
+    return ops_for(x).leaky_relu_forward(x, negative_slope)
+
+
+def sigmoid(x):
+    checks.float_array("sigmoid", "input", x)
+    return ops_for(x).sigmoid_forward(x)
+
+
+def tanh(x):
+    checks.float_array("tanh", "input", x)
+    return ops_for(x).tanh_forward(x)
+
+
+def gelu_approximation(layer, approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{layer}: approximate must be 'none' or 'tanh', but got approximate={approximate!r}")
+    return approximate
+
+
+def gelu(x, approximate="none"):
+    approximate = gelu_approximation("gelu", approximate)
+    checks.float_array("gelu", "input", x)
+    return ops_for(x).gelu_forward(x, approximate)
+
+
 def linear_args(layer, x, weight, bias):
     checks.float_array(layer, "input", x)
     checks.array(layer, "weight", weight)

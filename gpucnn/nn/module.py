@@ -74,22 +74,23 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: backward called before forward")
         return value
 
-    def named_parameters(self, prefix=""):
-        for name, p in self._parameters.items():
-            if p is not None:
-                yield prefix + name, p
+    def _named_members(self, table, prefix):
+        """(dotted name, value) of every non-None entry of table (_parameters or _buffers), this
+        module's first, then each child's."""
+        for name, value in getattr(self, table).items():
+            if value is not None:
+                yield prefix + name, value
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._named_members(table, prefix + name + ".")
+
+    def named_parameters(self, prefix=""):
+        return self._named_members("_parameters", prefix)
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_buffers(self, prefix=""):
-        for name, b in self._buffers.items():
-            if b is not None:
-                yield prefix + name, b
-        for name, m in self._modules.items():
-            yield from m.named_buffers(prefix + name + ".")
+        return self._named_members("_buffers", prefix)
 
     def buffers(self):
         return [b for _, b in self.named_buffers()]

@@ -28,6 +28,11 @@ def _pad(x, padding):
     return out
 
 
+def _extent(k, dilation):
+    """The rows (or columns) a filter of k taps spans with `dilation` - 1 holes between taps."""
+    return dilation * (k - 1) + 1
+
+
 class _WideIm2col:
     """The im2col matrix of x (N, C, H, W) as a view, its output positions on "wide" rows.
 
@@ -38,10 +43,10 @@ class _WideIm2col:
     each wide row (R - OW of them) are computed too and dropped.
     """
 
-    def __init__(self, x, kernel, stride):
-        (KH, KW), (sh, sw) = kernel, stride
+    def __init__(self, x, kernel, stride, dilation):
+        (KH, KW), (sh, sw), (dh, dw) = kernel, stride, dilation
         N, C, H, W = x.shape
-        self.OH, self.OW = output_size(H, KH, sh, 0), output_size(W, KW, sw, 0)
+        self.OH, self.OW = output_size(H, _extent(KH, dh), sh, 0), output_size(W, _extent(KW, dw), sw, 0)
         extra = -W % (sw // math.gcd(sh, sw)) if self.OH > 1 else 0
         if extra:  # R must be a whole number: zero columns on the right, which make no output
             x = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
@@ -50,7 +55,8 @@ class _WideIm2col:
         self.R = sh * W // sw if self.OH > 1 else self.OW
         P = (self.OH - 1) * self.R + self.OW  # up to the last real position: inside the image
         sN, sC, sH, sW = x.strides
-        self.view = as_strided(x, (N, C, KH, KW, P), (sN, sC, sH, sW, sw * sW), writeable=False)
+        # Tap (ky, kx) of a dilated filter reads D*ky rows and D*kx columns from the window's corner.
+        self.view = as_strided(x, (N, C, KH, KW, P), (sN, sC, dh * sH, dw * sW, sw * sW), writeable=False)
         self.dtype = x.dtype
 
     def tiles(self):
@@ -93,16 +99,23 @@ class _WideIm2col:
         return as_strided(a, shape, (s0, s1, self.R * s2, s2))
 
 
-def _correlate(x, w, b, stride):
-    """Valid cross-correlation (no padding) of x (N, C, H, W) with w (O, C, KH, KW), plus b."""
+def _correlate(x, w, b, stride, dilation, groups):
+    """Valid cross-correlation (no padding) of x (N, C, H, W) with w (O, C/groups, KH, KW), plus b.
+
+    Group g's outputs O/groups * g .. see only its C/groups input channels: in the im2col
+    matrix (channels major) those are one block of rows, so each group is its own product.
+    """
     O, _, KH, KW = w.shape
-    im2col = _WideIm2col(x, (KH, KW), stride)
+    im2col = _WideIm2col(x, (KH, KW), stride, dilation)
     y = np.empty((x.shape[0], O, im2col.OH, im2col.OW), dtype=np.result_type(x, w))
-    w_mat = w.reshape(O, -1)
+    w_mat = w.reshape(groups, O // groups, -1)
 
     def work(tile):
         n, rows, cols = tile
-        out = np.matmul(w_mat, im2col.gather(tile))  # per sample (O, C*KH*KW) @ (C*KH*KW, positions)
+        windows = im2col.gather(tile)
+        windows = windows.reshape(len(windows), groups, -1, windows.shape[-1])
+        # per sample and group (O/G, C/G*KH*KW) @ (C/G*KH*KW, positions)
+        out = np.matmul(w_mat, windows).reshape(len(windows), O, -1)
         if b is not None:
             out += b[:, None]
         y[n, :, rows, cols] = im2col.real(out, tile)
@@ -111,8 +124,8 @@ def _correlate(x, w, b, stride):
     return y
 
 
-def conv2d_forward(x, w, b, stride, padding):
-    return _correlate(_pad(x, padding), w, b, stride)
+def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
+    return _correlate(_pad(x, padding), w, b, stride, dilation, groups)
 
 
 def spread_to_stride1(dy, stride):
@@ -131,51 +144,61 @@ def rot180(w):
     return w[..., ::-1, ::-1]
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding):
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), groups=1):
     """dL/dx as the seeds derive it: a "full" convolution of dy with rot180(w).
 
     The stride-S gradient is first spread onto the stride-1 grid; zero-padding it by
-    K - 1 on each side makes the correlation with the rotated filter "full". Channel c
-    of dx takes channel c of every filter, summed over the filters (seed 002), which is
-    a stride-1 convolution with the filter's in/out axes swapped. Of the full result only
-    the H x W inside the layer's own padding P is dx, so only the windows that produce it
-    are computed: those on rows and columns P .. P+H+K-2 of the padded gradient.
+    E - 1 on each side (E = D*(K-1) + 1, the dilated filter's extent) makes the
+    correlation with the rotated dilated filter "full"; rotating the dilated filter is
+    dilating the rotated one. Channel c of dx takes channel c of every filter, summed
+    over the filters (seed 002), which is a stride-1 convolution with the filter's in/out
+    axes swapped; with groups, over the filters of c's group only. Of the full result
+    only the H x W inside the layer's own padding P is dx, so only the windows that
+    produce it are computed: those on rows and columns P .. P+H+E-2 of the padded gradient.
     """
     N, C, H, W = x_shape
-    KH, KW = w.shape[2:]
+    O, CG, KH, KW = w.shape
+    EH, EW = _extent(KH, dilation[0]), _extent(KW, dilation[1])
     full = spread_to_stride1(dy, stride)
-    padded = scratch("full", (N, full.shape[1], H + KH - 1, W + KW - 1), dy.dtype, zero=True)
-    # Row i of `full` is row i + K-1 of the K-1-padded gradient, row i + K-1-P of its
+    padded = scratch("full", (N, O, H + EH - 1, W + EW - 1), dy.dtype, zero=True)
+    # Row i of `full` is row i + E-1 of the E-1-padded gradient, row i + E-1-P of its
     # part from row P on; rows that land outside are ones no window of dx reaches.
-    # Rows and columns of x that no window reached (when (H + 2P - K) % S != 0) stay 0.
-    (top, left) = (KH - 1 - padding[0], KW - 1 - padding[1])
+    # Rows and columns of x that no window reached (when (H + 2P - E) % S != 0) stay 0.
+    (top, left) = (EH - 1 - padding[0], EW - 1 - padding[1])
     src = full[:, :, max(0, -top) :, max(0, -left) :]
     dst = padded[:, :, max(0, top) :, max(0, left) :]
     rows, cols = min(src.shape[2], dst.shape[2]), min(src.shape[3], dst.shape[3])
     dst[:, :, :rows, :cols] = src[:, :, :rows, :cols]
-    w_t = np.ascontiguousarray(rot180(w).transpose(1, 0, 2, 3))  # (C, O, KH, KW)
-    return _correlate(padded, w_t, None, (1, 1))
+    # (C, O/G, KH, KW): group g's block of filters with its in/out axes swapped
+    w_t = rot180(w).reshape(groups, O // groups, CG, KH, KW).transpose(0, 2, 1, 3, 4)
+    return _correlate(padded, np.ascontiguousarray(w_t).reshape(C, O // groups, KH, KW), None, (1, 1),
+                      dilation, groups)
 
 
-def conv2d_backward_weight(x, dy, w_shape, stride, padding):
+def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1):
     """dL/dw: the layer's input correlated with dy, summed over batch and positions."""
-    O = w_shape[0]
-    im2col = _WideIm2col(_pad(x, padding), w_shape[2:], stride)
+    O, CG, KH, KW = w_shape
+    im2col = _WideIm2col(_pad(x, padding), (KH, KW), stride, dilation)
 
     def work(tile):
         n, rows, cols = tile
         windows = im2col.gather(tile)
+        samples, positions = len(windows), windows.shape[2]
         # The tile of dy on the same wide positions, zero on the dropped ones, channels
         # last: the product then reads both matrices along their rows, as BLAS likes.
-        dy_t = np.zeros((windows.shape[0], windows.shape[2], O), dtype=dy.dtype)
+        dy_t = np.zeros((samples, positions, O), dtype=dy.dtype)
         im2col.real(dy_t.transpose(0, 2, 1), tile)[...] = dy[n, :, rows, cols]
-        # per sample (C*KH*KW, positions) @ (positions, O), summed over the samples
-        return np.matmul(windows, dy_t).sum(axis=0)
+        dy_t = dy_t.reshape(samples, positions, groups, O // groups).transpose(0, 2, 1, 3)
+        # per sample and group (C/G*KH*KW, positions) @ (positions, O/G), summed over the samples
+        return np.matmul(windows.reshape(samples, groups, -1, positions), dy_t).sum(axis=0)
 
-    dw_t = sum(on_tiles(work, im2col.tiles(), math.prod(w_shape)))  # (C*KH*KW, O)
-    return np.ascontiguousarray(dw_t.T, dtype=np.result_type(x, dy)).reshape(w_shape)
+    parts = on_tiles(work, im2col.tiles(), math.prod(w_shape))
+    if not parts:  # an empty batch has no tiles; its gradient is an empty sum, 0 (as in PyTorch)
+        return np.zeros(w_shape, dtype=np.result_type(x, dy))
+    dw_t = sum(parts)  # (G, C/G*KH*KW, O/G)
+    return np.ascontiguousarray(dw_t.transpose(0, 2, 1), dtype=np.result_type(x, dy)).reshape(w_shape)
 
 
 def conv2d_backward_bias(dy):
-    N, O = dy.shape[:2]
-    return dy.reshape(N, O, -1).sum(axis=2).sum(axis=0)
+    N, O, OH, OW = dy.shape  # spelled out: reshape cannot infer a -1 beside N = 0
+    return dy.reshape(N, O, OH * OW).sum(axis=2).sum(axis=0)

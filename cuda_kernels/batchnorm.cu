@@ -55,7 +55,8 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_statistics(const T* __restri
                                                                T* __restrict__ var, int N, int C, int S)
 {
     __shared__ long long s_count[BLOCK];
-    __shared__ T s_mean[BLOCK], s_m2[BLOCK];
+    __shared__ T s_mean[BLOCK];
+    __shared__ T s_m2[BLOCK];
     const int t = threadIdx.x;
     const long long M = (long long)N * S;
     for (int c = blockIdx.x; c < C; c += gridDim.x) {
@@ -139,7 +140,8 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_backward_reduce(const T* __r
                                                                     T* __restrict__ dweight, T* __restrict__ dbias,
                                                                     int N, int C, int S)
 {
-    __shared__ T s_dy[BLOCK], s_dy_xmu[BLOCK];
+    __shared__ T s_dy[BLOCK];
+    __shared__ T s_dy_xmu[BLOCK];
     const int t = threadIdx.x;
     const long long M = (long long)N * S;
     for (int c = blockIdx.x; c < C; c += gridDim.x) {

@@ -124,19 +124,25 @@ def adaptive_pool_size(layer, output_size):
 
 
 def adaptive_pool_args(layer, x, output_size):
-    """Validate an adaptive pooling call; returns the output's (OH, OW), None filled in."""
+    """Validate an adaptive pooling call on (N, C, H, W) or unbatched (C, H, W) input; returns
+    the output's (OH, OW), None filled in."""
     size = adaptive_pool_size(layer, output_size)
     checks.float_array(layer, "input", x)
-    checks.rank(layer, x, 4, _LAYOUTS[2])
-    if 0 in x.shape[2:]:
+    if x.ndim not in (3, 4):
+        raise ValueError(f"{layer}: expected 3D (C, H, W) or 4D (N, C, H, W) input, but got input of shape "
+                         f"{checks.shape_str(x.shape)} ({x.ndim}D)")
+    if 0 in x.shape[-2:]:
         raise ValueError(f"{layer}: expected input with non-zero height and width, but got input of shape "
                          f"{checks.shape_str(x.shape)}")
-    return tuple(x.shape[2 + i] if v is None else v for i, v in enumerate(size))
+    return tuple(x.shape[-2 + i] if v is None else v for i, v in enumerate(size))
 
 
-def adaptive_avg_pool2d(x, output_size):
-    size = adaptive_pool_args("adaptive_avg_pool2d", x, output_size)
-    return ops_for(x).adaptive_avg_pool2d_forward(x, size)
+def adaptive_avg_pool2d(x, output_size, layer="adaptive_avg_pool2d"):
+    """torch.nn.functional.adaptive_avg_pool2d; layer names the caller in errors."""
+    size = adaptive_pool_args(layer, x, output_size)
+    unbatched = x.ndim == 3
+    y = ops_for(x).adaptive_avg_pool2d_forward(x[None] if unbatched else x, size)
+    return y[0] if unbatched else y
 
 
 def batch_norm_args(layer, x, running_mean, running_var, weight, bias, training):

@@ -3,9 +3,11 @@
 every device in float32 and float64; backward by finite differences; bad sizes refused."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gpucnn
 from gpucnn import nn
+from gpucnn.backends import cpu
 from gpucnn.cuda import as_numpy, device_of, to_device
 from gradcheck import check_backward
 
@@ -57,6 +59,28 @@ def test_forward_and_backward_match_the_definition(device, shape, output_size, d
                                **TOLERANCES[dtype])
 
 
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9), st.integers(1, 9))
+def test_every_geometry_matches_the_definition(cuda_device, H, W, OH, OW):
+    """Shrinking, growing (windows repeating rows) and mixed: the kernels' covering ranges."""
+    x = np.random.default_rng(H * 1000 + W * 100 + OH * 10 + OW).standard_normal((1, 2, H, W))
+    m = nn.AdaptiveAvgPool2d((OH, OW))
+    y = m(to_device(x, cuda_device))
+    np.testing.assert_allclose(as_numpy(y), by_definition(x, (OH, OW)), rtol=1e-12, atol=1e-12)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    dx = as_numpy(m.backward(to_device(dy, cuda_device)))
+    # the adjoint, element by element: dx[ih, iw] = sum of dy / size over the windows holding (ih, iw)
+    want = np.zeros_like(x)
+    for oh in range(OH):
+        for ow in range(OW):
+            h0, h1 = oh * H // OH, -(-(oh + 1) * H // OH)
+            w0, w1 = ow * W // OW, -(-(ow + 1) * W // OW)
+            want[:, :, h0:h1, w0:w1] += dy[:, :, oh:oh + 1, ow:ow + 1] / ((h1 - h0) * (w1 - w0))
+    np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cpu.adaptive_avg_pool2d_backward(dy, x.shape), want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, output_size", CASES.values(), ids=CASES.keys())
 def test_matches_torch(device, shape, output_size, dtype):
@@ -89,9 +113,20 @@ def test_bad_output_size_is_a_clear_error(output_size):
         nn.AdaptiveAvgPool2d(output_size)
 
 
+def test_unbatched_input_as_torch(device):
+    x = np.random.default_rng(0).standard_normal((3, 5, 7))
+    m = nn.AdaptiveAvgPool2d((2, 3))
+    y = m(to_device(x, device))
+    np.testing.assert_allclose(as_numpy(y), by_definition(x[None], (2, 3))[0], rtol=1e-12, atol=1e-12)
+    dy = np.random.default_rng(1).standard_normal((3, 2, 3))
+    dx = m.backward(to_device(dy, device))
+    assert dx.shape == x.shape and device_of(dx) == device
+    np.testing.assert_allclose(np.sum(as_numpy(dx) * x), np.sum(as_numpy(y) * dy), rtol=1e-12)
+
+
 def test_bad_input_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d: expected 4D input \(N, C, H, W\)"):
-        nn.AdaptiveAvgPool2d(1)(np.zeros((3, 5, 5)))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool2d: expected 3D \(C, H, W\) or 4D \(N, C, H, W\) input"):
+        nn.AdaptiveAvgPool2d(1)(np.zeros((5, 5)))
     with pytest.raises(ValueError, match="AdaptiveAvgPool2d: expected input with non-zero height and width"):
         nn.AdaptiveAvgPool2d(1)(np.zeros((1, 3, 0, 5)))
     m = nn.AdaptiveAvgPool2d(2)

@@ -222,6 +222,12 @@ def test_kernels_give_bit_identical_results_across_runs(cuda_device):
     assert runs[0] == runs[1]
 
 
+def test_grid_stride_loops_cover_channels_and_elements_beyond_the_grid(cuda_device, monkeypatch):
+    from gpucnn.backends.cuda import launch
+    monkeypatch.setattr(launch, "MAX_GRID", 1)  # one block does every channel, and every element
+    test_kernels_match_numpy(cuda_device, np.float64)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernels_match_numpy(cuda_device, dtype):
     x, dy = inputs((3, 5, 7, 9), 0, dtype).reshape(3, 5, 63), inputs((3, 5, 7, 9), 1, dtype).reshape(3, 5, 63)

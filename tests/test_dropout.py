@@ -45,6 +45,13 @@ def test_every_device_draws_the_same_mask(device, shape, dtype):
     np.testing.assert_array_equal(as_numpy(y), want)
 
 
+def test_grid_stride_loop_covers_groups_beyond_the_grid(cuda_device, monkeypatch):
+    from gpucnn.backends.cuda import launch
+    monkeypatch.setattr(launch, "MAX_GRID", 1)
+    _, _, y = draw(cuda_device, 0.3, (3, 1001), np.float32)
+    np.testing.assert_array_equal(as_numpy(y), draw("cpu", 0.3, (3, 1001), np.float32)[2])
+
+
 def test_kept_elements_are_scaled_and_the_mask_matches_its_definition(device):
     m, x, y = draw(device, 0.25, (4, 50), np.float64)
     y = as_numpy(y)

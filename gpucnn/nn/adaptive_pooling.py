@@ -14,14 +14,15 @@ class AdaptiveAvgPool2d(Module):
         self._x_shape = None
 
     def forward(self, x):
-        size = F.adaptive_pool_args("AdaptiveAvgPool2d", x, self.output_size)
-        y = ops_for(x).adaptive_avg_pool2d_forward(x, size)
+        y = F.adaptive_avg_pool2d(x, self.output_size, layer="AdaptiveAvgPool2d")
         self._x_shape, self._y_shape, self._y_dtype = x.shape, y.shape, y.dtype
         return y
 
     def backward(self, dy):
         x_shape = self.saved("_x_shape")
         checks.gradient("AdaptiveAvgPool2d", dy, self._y_shape, self._y_dtype)
+        if len(x_shape) == 3:  # unbatched
+            return ops_for(dy).adaptive_avg_pool2d_backward(dy[None], (1,) + x_shape)[0]
         return ops_for(dy).adaptive_avg_pool2d_backward(dy, x_shape)
 
     def extra_repr(self):

@@ -4,7 +4,11 @@ from .module import Module
 
 
 class Identity(Module):
-    """y = x (a placeholder, or a shortcut spelled out)."""
+    """y = x (a placeholder, or a shortcut spelled out). Arguments are ignored, as torch's are,
+    so that it can stand in for any layer."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
 
     def forward(self, x):
         return x

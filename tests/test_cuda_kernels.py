@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gpucnn.backends.cuda as cuda_ops
+from gpucnn.backends.cuda import _kernels, launch
 from gpucnn import checks, cuda, nn, optim
-from gpucnn.backends import cpu, launch, ops_for
+from gpucnn.backends import cpu, ops_for
 
 # The cuda_device fixture only sets an environment variable: sharing it across examples is safe.
 FEW_EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -45,7 +46,7 @@ def conv_output_shape(x_shape, w_shape, stride, padding):
 
 
 def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding):
-    """All four convolution ops on the CUDA implementation against cpu.py."""
+    """All four convolution ops on the CUDA implementation against the NumPy ones."""
     x, w = shuffled(x_shape, dtype, 1), shuffled(w_shape, dtype, 2)
     b = shuffled(w_shape[:1], dtype, 3)
     dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
@@ -236,8 +237,8 @@ STRIDED_BACKWARD_DATA_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, pad
 def test_strided_backward_data_by_phases_matches_numpy(to_cuda, monkeypatch, dtype, case):
     # dx starts as NaN, not as whatever memory held: every pixel, those of phases that no tap
     # reaches included, must be written (0 there).
-    empty = cuda_ops._empty
-    monkeypatch.setattr(cuda_ops, "_empty", lambda *args, **kwargs: _filled_with_nan(empty(*args, **kwargs)))
+    empty = _kernels.empty
+    monkeypatch.setattr(_kernels, "empty", lambda *args, **kwargs: _filled_with_nan(empty(*args, **kwargs)))
     x_shape, w_shape, stride, padding = case
     w, dy = shuffled(w_shape, dtype, 2), shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
     assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
@@ -419,4 +420,4 @@ def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
     # No test machine holds a tensor with a 2^31-long side; the check itself is what stands
     # between such a size and an OverflowError (or a silently wrapped int) at launch.
     with pytest.raises(ValueError, match=r"below 2\^31, but got 2147483648"):
-        cuda_ops._ints(1, 2**31)
+        _kernels.ints(1, 2**31)

@@ -82,6 +82,11 @@ class Killed(BaseException):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     flags = ["--epochs", "3", "--limit-train", "256", "--limit-test", "64", "--optimizer", "adam", "--seed", "5"]
+    assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags)
+
+
+def assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags):
+    """A run with `flags` killed in its third epoch, then resumed, ends as one never stopped."""
     assert run(tmp_path / "whole", *flags) == 0
 
     real_epoch, calls = train.run_epoch, []
@@ -191,8 +196,6 @@ def test_a_net_without_convolutions_plots_its_curves_only(tmp_path, capsys):
     assert "wrote metrics.csv, metrics.json, curves.png in" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not (ROOT / "gpucnn" / "backends" / "cuda.py").exists(),
-                    reason="gpucnn/backends/cuda.py (the CUDA backend) does not exist yet")
 def test_short_run_on_the_cuda_emulator(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
     flags = ["--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--batch-size", "16", "--seed", "1"]

@@ -36,7 +36,7 @@ class GemmTile:
         return f"{self.rows}, {self.cols}, {self.k_slice}, {self.thread_rows}, {self.thread_cols}"
 
 
-# Every tile is instantiated for every GEMM kernel (cuda.py), so one tile shape can serve any
+# Every tile is instantiated for every GEMM kernel (conv.py), so one tile shape can serve any
 # pass. 4 x 4 per thread: 16 multiply-adds for 8 operands read from shared memory (2 wide
 # reads in float32); one accumulator per thread needs 2 reads per multiply-add. Per slice a
 # thread gathers rows * k_slice / threads elements of A (cols * k_slice / threads of B), each

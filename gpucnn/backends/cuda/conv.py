@@ -1,0 +1,83 @@
+"""Convolution on device "cuda": launches of cuda_kernels/conv2d.cu (see `gpucnn.backends`)."""
+from collections import namedtuple
+
+import numpy as np
+
+from ... import checks, cuda
+from . import _kernels, launch
+
+_kernels.declare("conv2d.cu", {
+    "conv2d_forward": "{T}, {tile}",
+    "conv2d_backward_data_full_rot180": "{T}, {tile}",
+    "conv2d_backward_weight": "{T}, {tile}",
+    "add_partial_sums": "{T}",
+    "conv2d_backward_bias": f"{{T}}, {launch.REDUCE_BLOCK}",
+})
+
+
+class ConvGeometry(namedtuple("ConvGeometry", "N C H W O KH KW OH OW SH SW PH PW")):
+    """A convolution's sizes: conv2d.cu's int parameters, in their order."""
+
+    @property
+    def y_shape(self):
+        return (self.N, self.O, self.OH, self.OW)
+
+
+def _conv_geometry(op, x_shape, w_shape, stride, padding):
+    N, C, H, W = x_shape
+    O, CW, KH, KW = w_shape
+    if CW != C:  # a raw kernel would read past the end of w
+        raise ValueError(f"{op}: weight of shape {tuple(w_shape)} has {CW} input channels, but x has {C}")
+    (SH, SW), (PH, PW) = stride, padding
+    OH, OW = checks.output_size(H, KH, SH, PH), checks.output_size(W, KW, SW, PW)
+    return ConvGeometry(N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW)
+
+
+def conv2d_forward(x, w, b, stride, padding):
+    if b is None:
+        b = cuda.get_array_module(w).zeros(w.shape[0], dtype=w.dtype)
+    xc, wc, bc = _kernels.inputs("conv2d_forward", x=x, weight=w, bias=b)
+    g = _conv_geometry("conv2d_forward", x.shape, w.shape, stride, padding)
+    _kernels.expect_shape("conv2d_forward", "bias", b, (g.O,))
+    y = _kernels.empty(g.y_shape, x.dtype, like=x)
+    _kernels.launch_kernel("conv2d_forward", launch.conv2d_forward(*g.y_shape), x, (xc, wc, bc, y) + _kernels.ints(*g))
+    return y
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, padding):
+    dyc, wc = _kernels.inputs("conv2d_backward_data", dy=dy, weight=w)
+    g = _conv_geometry("conv2d_backward_data", x_shape, w.shape, stride, padding)
+    _kernels.expect_shape("conv2d_backward_data", "dy", dy, g.y_shape)
+    dx = _kernels.empty(x_shape, dy.dtype, like=dy)
+    phases = launch.conv2d_backward_data(g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW)
+    if any(config is None for _, _, config in phases):  # pixels no launch writes: no tap reaches them
+        dx.fill(0)
+    for ph, pw, config in phases:  # each writes its own pixels of dx
+        _kernels.launch_kernel("conv2d_backward_data_full_rot180", config, dy,
+                               (dyc, wc, dx) + _kernels.ints(*g, *ph, *pw))
+    return dx
+
+
+def conv2d_backward_weight(x, dy, w_shape, stride, padding):
+    xc, dyc = _kernels.inputs("conv2d_backward_weight", x=x, dy=dy)
+    w_shape = tuple(w_shape)
+    g = _conv_geometry("conv2d_backward_weight", x.shape, w_shape, stride, padding)
+    _kernels.expect_shape("conv2d_backward_weight", "dy", dy, g.y_shape)
+    dw = _kernels.empty(w_shape, x.dtype, like=x)
+    chunk, chunks = launch.weight_gradient_chunks(*w_shape, g.N * g.OH * g.OW)
+    partials = dw if chunks == 1 else _kernels.empty((chunks,) + w_shape, x.dtype, like=x)
+    _kernels.launch_kernel("conv2d_backward_weight", launch.conv2d_backward_weight(*w_shape, chunks), x,
+                           (xc, dyc, partials) + _kernels.ints(*g) + (np.int64(chunk),))
+    if chunks > 1:
+        _kernels.launch_kernel("add_partial_sums", launch.elementwise(dw.size), x,
+                               (partials, dw, np.int32(chunks), np.int64(dw.size)))
+    return dw
+
+
+def conv2d_backward_bias(dy):
+    (dyc,) = _kernels.inputs("conv2d_backward_bias", dy=dy)
+    N, O, OH, OW = dy.shape
+    db = _kernels.empty((O,), dy.dtype, like=dy)
+    _kernels.launch_kernel("conv2d_backward_bias", launch.conv2d_backward_bias(O), dy,
+                           (dyc, db) + _kernels.ints(N, O, OH, OW))
+    return db

@@ -18,7 +18,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from . import arch, checkpoint, cuda, data, nn, optim, plots
+from . import arch, checkpoint, cuda, data, distributed, nn, optim, plots
+from .distributed.evaluation import sharded_metrics
+from .distributed.nccl import select_local_gpu
 from .evaluate import predictions
 from .nn.init import manual_seed
 
@@ -30,7 +32,8 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3}
 METRICS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_second", "seconds"]
 PLOTS = ["curves.png", "filters.png", "feature_maps.png"]
 # What a resumed run may take from its command line; every other setting is the stored run's.
-RESUME_MAY_CHANGE = {"--resume", "--out", "--epochs", "--data-dir", "--device", "--no-plots"}
+RESUME_MAY_CHANGE = {"--resume", "--out", "--epochs", "--data-dir", "--device", "--no-plots",
+                     "--distributed", "--distributed-timeout"}
 
 
 def parse_args(argv):
@@ -55,11 +58,19 @@ def parse_args(argv):
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N training images only")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N test images only")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the processes mpiexec started (needs gpucnn[mpi]); --batch-size is the "
+                        "global batch, split across them; rank 0 prints and writes the run folder")
+    p.add_argument("--distributed-timeout", type=float, default=distributed.world.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others before it names the missing "
+                        f"ones and stops the run (default: {distributed.world.DEFAULT_TIMEOUT:g})")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "limit_train", "limit_test"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive, but got {value}")
+    if args.distributed_timeout <= 0:
+        p.error(f"--distributed-timeout must be positive, but got {args.distributed_timeout}")
     if args.lr is not None and args.lr <= 0:
         p.error(f"--lr must be positive, but got {args.lr}")
     if args.resume:
@@ -91,13 +102,21 @@ def limited(x, y, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc):
-    """One pass over the training images in a shuffled order; (mean loss, accuracy) as it trained."""
+def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, world=None):
+    """One pass over the training images in a shuffled order; (mean loss, accuracy) as it trained.
+    With a `world`, model is a DistributedDataParallel and this rank takes its share of each batch."""
     model.train()
     batches = data.batch_indices(len(x), config["batch_size"], rng)
+    if world is not None:
+        batches = distributed.shard_batches(batches, world.rank, world.size)
     loss_sum, correct = 0.0, 0
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", disable=not sys.stderr.isatty())
     for idx in bar:
+        if len(idx) == 0:  # this rank's share of a last batch with fewer images than ranks
+            optimizer.zero_grad()
+            model.backward(None)  # still joins the gradient all-reduce
+            optimizer.step()
+            continue
         xb = cuda.to_device(data.normalize(x[idx], config["max_value"], config["mean"], config["std"]), device)
         yb = cuda.to_device(y[idx], device)
         optimizer.zero_grad()
@@ -108,6 +127,8 @@ def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc):
         loss_sum += loss * len(idx)
         correct += int((cuda.as_numpy(logits).argmax(axis=1) == y[idx]).sum())
         bar.set_postfix(loss=f"{loss:.4f}")
+    if world is not None:
+        loss_sum, correct = world.sum(loss_sum, correct)
     return loss_sum / len(x), correct / len(x)
 
 
@@ -194,11 +215,31 @@ def save_plots(out, model, rows, x_test, y_test, config, device):
     return PLOTS
 
 
+def start_distributed(args, device):
+    """The World of a --distributed run, or None; its other ranks print nothing and each takes its own GPU."""
+    if not args.distributed:
+        return None
+    world = distributed.init(timeout=args.distributed_timeout)
+    world.silence_stdout_unless_root()
+    if device == "cuda":
+        select_local_gpu(world)
+    return world
+
+
+def held_out_metrics(model, x, y, config, batch_size, device, world):
+    """(mean loss, accuracy) on the test images; with a world, each rank evaluates a share."""
+    if world is not None:
+        return sharded_metrics(world, model, x, y, config, batch_size, device)
+    return predictions(model, x, config, batch_size, device, labels=y)[1:]
+
+
+@distributed.abort_on_error
 def main(argv=None):
     parser, args = parse_args(argv)
     out = args.out
     try:
         device = cuda.check_device(args.device or cuda.default_device())
+        world = start_distributed(args, device)
         resumed = checkpoint.load_training_state(out) if args.resume else None
         config = resumed_config(args, resumed) if resumed else fresh_config(args)
         dataset = data.load(config["dataset"], config["data_dir"])
@@ -212,19 +253,22 @@ def main(argv=None):
         if resumed:
             model.load_state_dict(resumed["weights"])
             optimizer.load_state_dict(resumed["optimizer"])
+        trainee = distributed.DistributedDataParallel(model, world) if world else model
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
     criterion = nn.CrossEntropyLoss()
+    writes = world is None or world.is_root  # one writer for the run folder
     os.makedirs(out, exist_ok=True)
     metrics_csv = os.path.join(out, "metrics.csv")
     if resumed:
         rng, start = resumed["rng"], resumed["epoch"] + 1
         rows = read_metrics(metrics_csv, resumed["epoch"])
-        write_metrics(metrics_csv, rows)
     else:
-        clear_run(out)
+        if writes:
+            clear_run(out)
         rng, start, rows = np.random.default_rng(config["seed"]), 1, []
+    if writes:
         write_metrics(metrics_csv, rows)
 
     n_params = sum(p.data.size for p in model.parameters())
@@ -232,23 +276,26 @@ def main(argv=None):
           f"{'x'.join(map(str, config['in_shape']))}, {len(config['classes'])} classes")
     print(f"model: {config['arch']} ({n_params:,} parameters) on {device}; {config['optimizer']} lr {config['lr']:g} "
           f"({config['schedule']}), batch {config['batch_size']}, seed {config['seed']}")
+    if world:
+        print(f"data parallel over {world.size} ranks: each takes 1/{world.size} of every batch of {config['batch_size']}")
     print(("resuming at" if args.resume else "training from") + f" epoch {start} of {config['epochs']}; run folder {out}")
 
     eval_batch = max(config["batch_size"], 500)
     for epoch in range(start, config["epochs"] + 1):
         optimizer.lr = lr_at(config, epoch)
         t0 = time.perf_counter()
-        train_loss, train_acc = run_epoch(model, criterion, optimizer, x_train, y_train, config, rng, device,
-                                          desc=f"epoch {epoch}/{config['epochs']}")
+        train_loss, train_acc = run_epoch(trainee, criterion, optimizer, x_train, y_train, config, rng, device,
+                                          desc=f"epoch {epoch}/{config['epochs']}", world=world)
         train_seconds = time.perf_counter() - t0
         model.eval()
-        _, test_loss, test_acc = predictions(model, x_test, config, eval_batch, device, labels=y_test)
+        test_loss, test_acc = held_out_metrics(model, x_test, y_test, config, eval_batch, device, world)
         row = {"epoch": epoch, "lr": f"{optimizer.lr:.6g}", "train_loss": f"{train_loss:.6f}",
                "train_accuracy": f"{train_acc:.6f}", "test_loss": f"{test_loss:.6f}", "test_accuracy": f"{test_acc:.6f}",
                "images_per_second": f"{len(x_train) / train_seconds:.1f}", "seconds": f"{time.perf_counter() - t0:.3f}"}
-        append_metrics(metrics_csv, row)
         rows.append(row)
-        checkpoint.save(out, model, optimizer, epoch, rng, config)
+        if writes:
+            append_metrics(metrics_csv, row)
+            checkpoint.save(out, model, optimizer, epoch, rng, config)
         print(f"epoch {epoch:3d}/{config['epochs']}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
               f"test {100 * test_acc:6.2f}%  {len(x_train) / train_seconds:7.0f} img/s  {row['seconds']} s", flush=True)
 
@@ -262,6 +309,8 @@ def main(argv=None):
         "median_images_per_second": float(np.median([float(r["images_per_second"]) for r in rows])),
         "device": device, "checkpoint": checkpoint.latest(out), "config": config,
     }
+    if not writes:
+        return 0
     checkpoint.write_atomic(os.path.join(out, "metrics.json"), (json.dumps(summary, indent=2) + "\n").encode())
     drawn = [] if args.no_plots else save_plots(out, model, rows, x_test, y_test, config, device)
     print(f"test accuracy {100 * summary['test_accuracy']:.2f}% on {len(x_test)} held-out images "

@@ -122,6 +122,16 @@ def test_a_bad_data_file_on_one_rank_stops_the_training(tmp_path):
     assert seconds < 30, out
 
 
+def test_bench_reports_images_per_second_for_1_and_2_ranks(capsys):
+    mpiexec_or_skip()
+    from gpucnn.bench.__main__ import main
+    assert main(["--distributed", "--ranks", "1,2", "--repeat", "1", "--warmup", "1", "--threads", "2"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [row.split("|")[1:3] for row in table[1:]] == [[" 1 x 2 ", " strong "], [" 2 x 1 ", " strong "],
+                                                           [" 2 x 1 ", " weak "]], table
+    assert all(float(row.split("|")[-2]) > 0 for row in table[1:]), table
+
+
 # ---------------------------------------------------------------------------- inside the ranks
 
 

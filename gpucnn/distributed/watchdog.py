@@ -11,6 +11,9 @@ ALIVE_TAG = 7001
 # After the deadline, how long live ranks listen for each other: other waiting ranks reach
 # their own deadline soon after (they entered the collective within one step's imbalance).
 MAX_GRACE = 10.0
+# Poll without pause this long first (a collective on one node often completes within it),
+# then sleep between polls: on a shared CPU the rank we wait for needs the core.
+SPIN = 2e-3
 
 
 class CollectiveTimeout(RuntimeError):
@@ -29,15 +32,18 @@ class Watchdog:
 
     def poll(self, done, what):
         """Call done() (which must make progress) until it returns true or the deadline passes."""
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
         pause = 1e-5
         while not done():
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now - start < SPIN:
+                continue
+            if now > deadline:
                 missing = self.missing_ranks()
                 who = (f"no word from rank{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} "
                        f"(hung or dead)") if missing else "every rank is alive but the collective did not complete"
                 raise CollectiveTimeout(f"rank {self.rank}: {what} did not complete within {self.timeout:g} s: {who}")
-            # Sleep rather than spin: on a shared CPU the rank we wait for needs the core.
             time.sleep(pause)
             pause = min(2 * pause, 1e-3)
 

@@ -71,9 +71,16 @@ class World:
 
     def sum(self, *numbers):
         """The sums over all ranks of a few numbers (float64), the same on every rank."""
+        return self._reduce(numbers, self.MPI.SUM, "sum")
+
+    def max(self, *numbers):
+        """The largest value over all ranks of each of a few numbers."""
+        return self._reduce(numbers, self.MPI.MAX, "maximum")
+
+    def _reduce(self, numbers, op, what):
         local = np.array(numbers, dtype=np.float64)
         total = np.empty_like(local)
-        self.wait(self.comm.Iallreduce(local, total, op=self.MPI.SUM), "sum of metrics")
+        self.wait(self.comm.Iallreduce(local, total, op=op), f"{what} of {len(numbers)} numbers")
         return tuple(float(v) for v in total)
 
     def gather_bytes(self, data):

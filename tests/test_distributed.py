@@ -82,3 +82,16 @@ def test_train_distributed_outside_mpiexec_is_a_one_line_error(monkeypatch, caps
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("gpucnn-train: error: ") and "mpiexec" in err and err.count("\n") == 1, err
+
+
+def test_scaling_model_counts_and_ring_formula():
+    from gpucnn.bench import scaling
+    lenet, vgg, resnet = scaling.nets()
+    assert lenet["params"] == 61_706  # LeNet-5 with 5x5 convolutions on 28x28
+    assert round(resnet["params"], -4) == 270_000  # He et al. 2016, Table 6: 0.27M
+    assert round(resnet["forward_flops"] / 2, -5) == 40_600_000  # 40.6M multiply-adds per 32x32 image
+    # DESIGN-NOTES 4.6's worked example: 25M fp32 parameters on 8 GPUs at 450 GB/s, ~0.39 ms.
+    net = {"params": 25_000_000}
+    bandwidth_only = scaling.allreduce_seconds(net, 8) - 2 * 7 * scaling.NVLINK[2]
+    assert abs(bandwidth_only * scaling.NVLINK[1] / 450e9 - 0.39e-3) < 0.005e-3
+    assert scaling.allreduce_seconds(net, 1) == 0

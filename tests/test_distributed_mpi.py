@@ -135,14 +135,14 @@ def test_bench_reports_images_per_second_for_1_and_2_ranks(capsys):
 # ---------------------------------------------------------------------------- inside the ranks
 
 
-def _model_and_data(seed=3):
+def _model_and_data(n=25, seed=3):
     from gpucnn import arch
     from gpucnn.nn.init import manual_seed
     manual_seed(seed)
     model = arch.build_model(arch.resolve(SPEC), (1, 8, 8), 5)
     data_rng = np.random.default_rng(seed)
-    x = data_rng.standard_normal((25, 1, 8, 8)).astype(np.float32)
-    y = data_rng.integers(0, 5, 25)
+    x = data_rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+    y = data_rng.integers(0, 5, n)
     return model, x, y
 
 
@@ -164,13 +164,15 @@ def _train(model, x, y, batches_per_epoch, step_done):
 
 
 def equivalence():
-    """N ranks with local batch 4 against one process with batch 4N, 25 samples, 2 epochs. The
-    last batch (1 sample) leaves some ranks empty-handed; the buckets are small, so several."""
+    """N ranks with local batch 4 against one process with batch 4N, 2 epochs of 3 full batches
+    and one of 5 samples, which the ranks share unevenly (3+2 or 2+2+1): the average must
+    weigh each rank's gradient by its samples. The buckets are small, so there are several."""
     from gpucnn import data, distributed
     world = distributed.init(timeout=60)
     local = 4
+    n = 3 * local * world.size + 5
 
-    model, x, y = _model_and_data()
+    model, x, y = _model_and_data(n)
     for p in model.parameters():  # ranks start apart: the wrapper must broadcast rank 0's weights
         p.data = p.data + world.rank
     ddp = distributed.DistributedDataParallel(model, world, bucket_cap_mb=0.0005)
@@ -183,7 +185,7 @@ def equivalence():
     _train(ddp, x, y, lambda e: distributed.local_batches(len(x), local, world.rank, world.size, orders[0]),
            same_weights_everywhere)
 
-    one, _, _ = _model_and_data()
+    one, _, _ = _model_and_data(n)
     # One process: the same data, one batch of 4N per step. The weights agree to float32
     # rounding only: the N partial sums of a batch's gradient are added in another order
     # than one process adds its samples, and float addition is not associative.
@@ -217,9 +219,10 @@ def _faulty_run(fault):
 
     @distributed.abort_on_error
     def run():
-        world = distributed.init(timeout=2)
+        world = distributed.init(timeout=60)
         model, x, y = _model_and_data()
         ddp = distributed.DistributedDataParallel(model, world)
+        world.watchdog.timeout = 2.0  # short only now: ranks may start seconds apart on a busy machine
         steps = [0]
 
         def step_done():

@@ -20,7 +20,6 @@ from tqdm import tqdm
 
 from . import arch, checkpoint, cuda, data, distributed, nn, optim, plots
 from .distributed.evaluation import sharded_metrics
-from .distributed.nccl import select_local_gpu
 from .evaluate import predictions
 from .nn.init import manual_seed
 
@@ -222,7 +221,7 @@ def start_distributed(args, device):
     world = distributed.init(timeout=args.distributed_timeout)
     world.silence_stdout_unless_root()
     if device == "cuda":
-        select_local_gpu(world)
+        distributed.select_local_gpu(world)
     return world
 
 

@@ -122,6 +122,34 @@ def test_a_bad_data_file_on_one_rank_stops_the_training(tmp_path):
     assert seconds < 30, out
 
 
+def _gpus():
+    import cupy
+    return cupy.cuda.runtime.getDeviceCount()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_nccl_sums_cupy_buckets(ranks):
+    if _gpus() < ranks:
+        pytest.skip(f"needs {ranks} GPUs")
+    rc, out, _ = scenario("nccl_sum", ranks)
+    assert rc == 0, out
+    assert out.count("nccl sum ok") == ranks, out
+
+
+@pytest.mark.gpu
+def test_train_through_nccl_on_one_rank_matches_plain_cuda(tmp_path):
+    from gpucnn import train
+    args = ["--epochs", "2", "--limit-train", "161", "--limit-test", "50", "--no-plots", "--device", "cuda"]
+    plain, nccl = str(tmp_path / "plain"), str(tmp_path / "nccl")
+    assert train.main(args + ["--out", plain]) == 0
+    rc, out, _ = launch(1, "-m", "gpucnn.train", "--distributed", *args, "--out", nccl)
+    assert rc == 0, out
+    mine, reference = _weights(nccl), _weights(plain)
+    for name in reference:  # g * n / n for a last batch of 1: equal but for rounding
+        np.testing.assert_allclose(mine[name], reference[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_bench_reports_images_per_second_for_1_and_2_ranks(capsys):
     mpiexec_or_skip()
     from gpucnn.bench.__main__ import main
@@ -212,6 +240,26 @@ def emulator_arrays():
         # sum over r of (r+1) * (10 (r+1) + i) / sum of (r+1), with ranks 0, 1: (10+i + 2 (20+i)) / 3
         np.testing.assert_allclose(p.grad, (10 + i + 2 * (20 + i)) / 3, rtol=1e-6)
     print(f"rank {world.rank}: emulator arrays ok", flush=True)
+
+
+def nccl_sum():
+    """CuPy gradients through NCCL: rank r has r + 1 samples and gradient 10 (r + 1) + i."""
+    from gpucnn import cuda, distributed, nn
+    world = distributed.init(timeout=120)
+    distributed.select_local_gpu(world)
+    params = [nn.Parameter(cuda.to_device(np.zeros(s, np.float32), "cuda")) for s in [(3, 2), (5,)]]
+    for i, p in enumerate(params):
+        p.grad = cuda.to_device(np.full(p.data.shape, 10.0 * (world.rank + 1) + i, np.float32), "cuda")
+    bucket = distributed.buckets.make_buckets(params, world.size, 2 ** 20)
+    world.nccl()([b.pack(world.rank + 1) for b in bucket])
+    for b in bucket:
+        b.unpack()
+    weights = np.arange(1, world.size + 1)
+    for i, p in enumerate(params):
+        assert cuda.device_of(p.grad) == "cuda"
+        expected = (weights * (10.0 * weights + i)).sum() / weights.sum()
+        np.testing.assert_allclose(cuda.as_numpy(p.grad), expected, rtol=1e-6)
+    print(f"rank {world.rank}: nccl sum ok", flush=True)
 
 
 def _faulty_run(fault):

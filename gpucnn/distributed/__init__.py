@@ -16,10 +16,11 @@ are summed with MPI on host arrays and with NCCL on CuPy arrays.
 mpi4py and MPICH come with the `mpi` extra: pip install gpucnn[mpi].
 """
 from .faults import abort_on_error
+from .nccl import select_local_gpu
 from .parallel import DistributedDataParallel, broadcast_state
 from .sampler import local_batches, shard, shard_batches
 from .watchdog import CollectiveTimeout
 from .world import DistributedError, World, current, init
 
-__all__ = ["abort_on_error", "DistributedDataParallel", "broadcast_state", "local_batches", "shard", "shard_batches",
+__all__ = ["abort_on_error", "select_local_gpu", "DistributedDataParallel", "broadcast_state", "local_batches", "shard", "shard_batches",
            "CollectiveTimeout", "DistributedError", "World", "current", "init"]

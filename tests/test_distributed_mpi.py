@@ -44,9 +44,9 @@ def scenario(name, n, *args, **kw):
 # ---------------------------------------------------------------------------- the tests
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_step_as_one_process_with_the_global_batch(ranks):
-    rc, out, _ = scenario("equivalence", ranks)
+@pytest.mark.parametrize("ranks, overlap", [(2, "overlap"), (3, "overlap"), (2, "after")])
+def test_ranks_step_as_one_process_with_the_global_batch(ranks, overlap):
+    rc, out, _ = scenario("equivalence", ranks, overlap)
     assert rc == 0, out
     assert out.count("equivalence ok") == ranks, out
 
@@ -191,10 +191,11 @@ def _train(model, x, y, batches_per_epoch, step_done):
             step_done()
 
 
-def equivalence():
+def equivalence(overlap):
     """N ranks with local batch 4 against one process with batch 4N, 2 epochs of 3 full batches
     and one of 5 samples, which the ranks share unevenly (3+2 or 2+2+1): the average must
-    weigh each rank's gradient by its samples. The buckets are small, so there are several."""
+    weigh each rank's gradient by its samples. The buckets are small, so there are several,
+    their sums started during backward ("overlap") or all after it ("after")."""
     from gpucnn import data, distributed
     world = distributed.init(timeout=60)
     local = 4
@@ -205,6 +206,14 @@ def equivalence():
         p.data = p.data + world.rank
     ddp = distributed.DistributedDataParallel(model, world, bucket_cap_mb=0.0005)
     assert len(ddp.buckets) >= 3, ddp.buckets
+    assert ddp.stages is not None  # a Sequential: backward layer by layer
+    if overlap == "after":
+        ddp.stages = None
+    events = []  # the order of layers' backward and buckets' sums
+    start = distributed.host.HostSum.start
+    distributed.host.HostSum.start = lambda self, buf: events.append("sum") or start(self, buf)
+    for layer in model:
+        layer.backward = lambda dy, layer=layer: events.append("layer") or type(layer).backward(layer, dy)
 
     def same_weights_everywhere():
         mine = b"".join(p.data.tobytes() for p in model.parameters())
@@ -212,6 +221,13 @@ def equivalence():
     orders = [np.random.default_rng(5) for _ in range(2)]
     _train(ddp, x, y, lambda e: distributed.local_batches(len(x), local, world.rank, world.size, orders[0]),
            same_weights_everywhere)
+    first_step = events[:len(model) + len(ddp.buckets)]
+    if overlap == "after":
+        assert first_step[-len(ddp.buckets):] == ["sum"] * len(ddp.buckets), first_step
+    else:  # the last layers' bucket is on its way before the first layer's backward
+        last_layer = max(i for i, e in enumerate(first_step) if e == "layer")
+        assert first_step.index("sum") < last_layer and first_step.count("sum") == len(ddp.buckets), first_step
+    distributed.host.HostSum.start = start
 
     one, _, _ = _model_and_data(n)
     # One process: the same data, one batch of 4N per step. The weights agree to float32
@@ -231,8 +247,10 @@ def emulator_arrays():
     for i, p in enumerate(params):
         p.grad = np.full(p.data.shape, 10.0 * (world.rank + 1) + i, np.float32).view(cuda.EmulatedDeviceArray)
     bucket = distributed.buckets.make_buckets(params, world.size, 2 ** 20)
-    buffers = [b.pack(world.rank + 1) for b in bucket]   # rank r has r + 1 samples
-    distributed.host.HostSum(world)(buffers)
+    summer = distributed.host.HostSum(world)
+    for b in bucket:
+        summer.start(b.pack(world.rank + 1))  # rank r has r + 1 samples
+    summer.finish()
     for b in bucket:
         b.unpack()
     for i, p in enumerate(params):
@@ -251,7 +269,9 @@ def nccl_sum():
     for i, p in enumerate(params):
         p.grad = cuda.to_device(np.full(p.data.shape, 10.0 * (world.rank + 1) + i, np.float32), "cuda")
     bucket = distributed.buckets.make_buckets(params, world.size, 2 ** 20)
-    world.nccl()([b.pack(world.rank + 1) for b in bucket])
+    for b in bucket:
+        world.nccl().start(b.pack(world.rank + 1))
+    world.nccl().finish()
     for b in bucket:
         b.unpack()
     weights = np.arange(1, world.size + 1)

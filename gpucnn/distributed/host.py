@@ -12,17 +12,25 @@ import numpy as np
 class HostSum:
     def __init__(self, world):
         self.world = world
+        self.pending = []
 
-    def __call__(self, buffers):
-        """Sum each buffer over all ranks, in place, in list order (the same order on every rank)."""
-        world, SUM = self.world, self.world.MPI.SUM
-        started = []
-        for i, buf in enumerate(buffers):
-            chunk = np.empty(len(buf) // world.size, buf.dtype)
-            started.append((i, buf, chunk, world.comm.Ireduce_scatter_block(buf, chunk, op=SUM)))
+    def start(self, buf):
+        """Begin summing one bucket over all ranks, in place (every rank starts its buckets in the same order)."""
+        chunk = np.empty(len(buf) // self.world.size, buf.dtype)
+        request = self.world.comm.Ireduce_scatter_block(buf, chunk, op=self.world.MPI.SUM)
+        self.pending.append((len(self.pending), buf, chunk, request))
+
+    def progress(self):
+        """Let MPI move the started sums along (it does so only inside MPI calls)."""
+        for _, _, _, request in self.pending:
+            request.Test()
+
+    def finish(self):
+        """Wait for every started sum."""
         gathers = []
-        for i, buf, chunk, request in started:
-            world.wait(request, f"gradient bucket {i}: reduce-scatter")
-            gathers.append((i, chunk, world.comm.Iallgather(chunk, buf)))
+        for i, buf, chunk, request in self.pending:
+            self.world.wait(request, f"gradient bucket {i}: reduce-scatter")
+            gathers.append((i, chunk, self.world.comm.Iallgather(chunk, buf)))
         for i, chunk, request in gathers:
-            world.wait(request, f"gradient bucket {i}: all-gather")
+            self.world.wait(request, f"gradient bucket {i}: all-gather")
+        self.pending = []

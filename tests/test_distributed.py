@@ -73,6 +73,15 @@ def test_outside_mpiexec_the_error_says_how_to_start(monkeypatch):
     assert "mpi4py" not in imported  # MPI is not initialized on the way to the error
 
 
+def test_a_launcher_of_another_mpi_is_caught(monkeypatch):
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE", raising=False)
+    monkeypatch.setenv("PMI_SIZE", "4")
+    world.check_size(4)
+    with pytest.raises(distributed.DistributedError, match="started 4 processes .PMI_SIZE., but MPI sees 1: "
+                                                           "mpiexec and mpi4py use different MPI libraries"):
+        world.check_size(1)
+
+
 def test_train_distributed_outside_mpiexec_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     from gpucnn import train
     for name in world.LAUNCHER_VARIABLES:

@@ -16,6 +16,8 @@ LAUNCH_HINT = "start every process with mpiexec, e.g. mpiexec -n 2 python -m gpu
 # What the common launchers put in each process's environment: MPICH/Intel MPI's Hydra
 # (PMI_*), Open MPI (OMPI_*), PMIx-based launchers and Slurm's srun (PMIX_*).
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
+# How many processes the launcher says it started (Hydra, Open MPI).
+LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 DEFAULT_TIMEOUT = 600.0
 
 _world = None
@@ -112,11 +114,24 @@ class World:
             sys.stdout = open(os.devnull, "w")
 
 
+def check_size(size):
+    """A clear error when MPI sees another number of processes than the launcher started: an
+    mpiexec of another MPI than mpi4py's leaves each process alone in a world of 1, and the
+    "distributed" run would train N unrelated models."""
+    for name in LAUNCHER_SIZES:
+        started = os.environ.get(name)
+        if started is not None and started.isdigit() and int(started) != size:
+            raise DistributedError(f"the launcher started {started} processes ({name}), but MPI sees {size}: "
+                                   f"mpiexec and mpi4py use different MPI libraries; start with the mpiexec "
+                                   f"next to this Python ({os.path.dirname(sys.executable)}), {INSTALL_HINT}")
+
+
 def init(timeout=DEFAULT_TIMEOUT):
     """The World of this process (made once), with MPI initialized through mpi4py."""
     global _world
     if _world is None:
         MPI = _import_mpi()
+        check_size(MPI.COMM_WORLD.Get_size())
         _world = World(MPI, MPI.COMM_WORLD, timeout)
     return _world
 

@@ -104,3 +104,11 @@ def test_scaling_model_counts_and_ring_formula():
     bandwidth_only = scaling.allreduce_seconds(net, 8) - 2 * 7 * scaling.NVLINK[2]
     assert abs(bandwidth_only * scaling.NVLINK[1] / 450e9 - 0.39e-3) < 0.005e-3
     assert scaling.allreduce_seconds(net, 1) == 0
+
+
+def test_train_distributed_timeout_must_be_positive(capsys):
+    from gpucnn import train
+    with pytest.raises(SystemExit) as e:
+        train.main(["--distributed", "--distributed-timeout", "0"])
+    assert e.value.code == 2
+    assert "gpucnn-train: error: --distributed-timeout must be positive, but got 0.0" in capsys.readouterr().err

@@ -16,11 +16,13 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 
 import numpy as np
 from tqdm import tqdm
 
-from . import arch, checkpoint, cuda, data, nn, plots, recipe, runs
+from . import arch, checkpoint, cuda, data, distributed, nn, plots, recipe, runs
+from .distributed.evaluation import sharded_metrics
 from .evaluate import predictions
 from .nn.init import manual_seed
 
@@ -33,7 +35,8 @@ DEFAULT_WEIGHT_DECAY = {"sgd": 5e-3, "adam": 1e-3, "adamw": 1e-2}
 METRICS = ["epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "images_per_second", "seconds"]
 PLOTS = ["curves.png", "filters.png", "feature_maps.png"]
 # What a resumed run may take from its command line; every other setting is the stored run's.
-RESUME_MAY_CHANGE = {"--resume", "--out", "--epochs", "--data-dir", "--device", "--no-plots"}
+RESUME_MAY_CHANGE = {"--resume", "--out", "--epochs", "--data-dir", "--device", "--no-plots",
+                     "--distributed", "--distributed-timeout"}
 
 
 class Diverged(RuntimeError):
@@ -69,6 +72,12 @@ def parse_args(argv):
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N training images only")
     p.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N test images only")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--distributed", action="store_true",
+                   help="data parallel over the processes mpiexec started (needs gpucnn[mpi]); --batch-size is the "
+                        "global batch, split across them; rank 0 prints and writes the run folder")
+    p.add_argument("--distributed-timeout", type=float, default=distributed.world.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help="with --distributed: how long a rank waits for the others before it names the missing "
+                        f"ones and stops the run (default: {distributed.world.DEFAULT_TIMEOUT:g})")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "limit_train", "limit_test"):
         value = getattr(args, name)
@@ -76,6 +85,8 @@ def parse_args(argv):
             p.error(f"--{name.replace('_', '-')} must be positive, but got {value}")
     check_settings(p, args)
     recipe.check_arguments(p, args, args.epochs or DEFAULT_EPOCHS)
+    if args.distributed_timeout <= 0:
+        p.error(f"--distributed-timeout must be positive, but got {args.distributed_timeout}")
     if args.resume:
         given = {a.split("=")[0] for a in (sys.argv[1:] if argv is None else argv) if a.startswith("--")}
         fixed = sorted(given - RESUME_MAY_CHANGE)
@@ -106,15 +117,23 @@ def limited(x, y, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
-def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augmenter=None):
+def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augmenter=None, world=None):
     """One pass over the training images in a shuffled order, each batch through augmenter
-    when there is one; (mean loss, accuracy) as it trained. Raises Diverged at the first batch
-    whose loss is not finite, before that batch's step."""
+    when there is one; (mean loss, accuracy) as it trained. With a `world`, model is a
+    DistributedDataParallel and this rank takes its share of each batch. Raises Diverged at the
+    first batch whose loss is not finite, before that batch's step."""
     model.train()
     batches = data.batch_indices(len(x), config["batch_size"], rng)
+    if world is not None:
+        batches = distributed.shard_batches(batches, world.rank, world.size)
     loss_sum, correct = 0.0, 0
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", disable=not sys.stderr.isatty())
     for batch, idx in enumerate(bar, 1):
+        if len(idx) == 0:  # this rank's share of a last batch with fewer images than ranks
+            optimizer.zero_grad()
+            model.backward(None)  # still joins the gradient all-reduce
+            optimizer.step()
+            continue
         images = x[idx] if augmenter is None else augmenter(x[idx])
         xb = cuda.to_device(data.normalize(images, config["max_value"], config["mean"], config["std"]), device)
         yb = cuda.to_device(y[idx], device)
@@ -128,6 +147,8 @@ def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augm
         loss_sum += loss * len(idx)
         correct += int((cuda.as_numpy(logits).argmax(axis=1) == y[idx]).sum())
         bar.set_postfix(loss=f"{loss:.4f}")
+    if world is not None:
+        loss_sum, correct = world.sum(loss_sum, correct)
     return loss_sum / len(x), correct / len(x)
 
 
@@ -200,6 +221,24 @@ def check_resumed_config(args, config):
             f"by this version of gpucnn-train and cannot be resumed")
 
 
+def start_distributed(args, device):
+    """The World of a --distributed run, or None; its other ranks print nothing and each takes its own GPU."""
+    if not args.distributed:
+        return None
+    world = distributed.init(timeout=args.distributed_timeout)
+    world.silence_stdout_unless_root()
+    if device == "cuda":
+        distributed.select_local_gpu(world)
+    return world
+
+
+def held_out_metrics(model, x, y, config, batch_size, device, world):
+    """(mean loss, accuracy) on the test images; with a world, each rank evaluates a share."""
+    if world is not None:
+        return sharded_metrics(world, model, x, y, config, batch_size, device)
+    return predictions(model, x, config, batch_size, device, labels=y)[1:]
+
+
 def summarize(out, rows, x_train, x_test, config, device):
     """metrics.json's content: the last epoch's numbers, the run's totals and its config."""
     return {
@@ -212,12 +251,13 @@ def summarize(out, rows, x_train, x_test, config, device):
     }
 
 
-def train(parser, args):
-    """The run itself, in a run folder that `main` holds."""
+def train(parser, args, device, world):
+    """The run itself, in a run folder that `main` holds (rank 0's, in a distributed run: the
+    other ranks train their shares, and rank 0 alone writes)."""
     out = args.out
+    writes = world is None or world.is_root
     try:
-        device = cuda.check_device(args.device or cuda.default_device())
-        if not args.no_plots:
+        if not args.no_plots and writes:
             plots.require()
         resumed = checkpoint.load_training_state(out) if args.resume else None
         if resumed:
@@ -237,6 +277,7 @@ def train(parser, args):
             model.load_state_dict(resumed["weights"])
         scheduler = recipe.schedule(config, optimizer, resumed)
         augmenter = recipe.make_augment(config, resumed)
+        trainee = distributed.DistributedDataParallel(model, world) if world else model
     except (ValueError, OSError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
 
@@ -244,8 +285,9 @@ def train(parser, args):
     metrics_csv = os.path.join(out, "metrics.csv")
     if resumed:
         rng, start, rows = resumed["rng"], resumed["epoch"] + 1, resumed["metrics"]
-        with runs.writing(out):
-            write_metrics(metrics_csv, rows)  # drops any row of an epoch killed before its checkpoint
+        if writes:
+            with runs.writing(out):
+                write_metrics(metrics_csv, rows)  # drops any row of an epoch killed before its checkpoint
     else:
         rng, start, rows = np.random.default_rng(config["seed"]), 1, []
 
@@ -254,6 +296,8 @@ def train(parser, args):
           f"{'x'.join(map(str, config['in_shape']))}, {len(config['classes'])} classes")
     print(f"model: {config['arch']} ({n_params:,} parameters) on {device}; {config['optimizer']} lr {config['lr']:g} "
           f"({config['schedule']}), batch {config['batch_size']}, seed {config['seed']}")
+    if world:
+        print(f"data parallel over {world.size} ranks: each takes 1/{world.size} of every batch of {config['batch_size']}")
     if start > config["epochs"]:
         print(f"the run in {out} has done all its {config['epochs']} epochs; --epochs N (more than "
               f"{config['epochs']}) trains on")
@@ -263,11 +307,11 @@ def train(parser, args):
     eval_batch = max(config["batch_size"], 500)
     for epoch in range(start, config["epochs"] + 1):
         t0 = time.perf_counter()
-        train_loss, train_acc = run_epoch(model, criterion, optimizer, x_train, y_train, config, rng, device,
-                                          desc=f"epoch {epoch}/{config['epochs']}", augmenter=augmenter)
+        train_loss, train_acc = run_epoch(trainee, criterion, optimizer, x_train, y_train, config, rng, device,
+                                          desc=f"epoch {epoch}/{config['epochs']}", augmenter=augmenter, world=world)
         train_seconds = time.perf_counter() - t0
         model.eval()
-        _, test_loss, test_acc = predictions(model, x_test, config, eval_batch, device, labels=y_test)
+        test_loss, test_acc = held_out_metrics(model, x_test, y_test, config, eval_batch, device, world)
         if not math.isfinite(test_loss):  # the last step made the weights overflow
             raise Diverged(f"the test loss became {test_loss} after epoch {epoch}")
         if not all(np.isfinite(cuda.as_numpy(p.data)).all() for p in model.parameters()):
@@ -277,15 +321,18 @@ def train(parser, args):
                "images_per_second": f"{len(x_train) / train_seconds:.1f}", "seconds": f"{time.perf_counter() - t0:.3f}"}
         rows.append(row)
         scheduler.step()  # the next epoch's lr, saved with the optimizer
-        with runs.writing(out):
-            checkpoint.save(out, model, optimizer, epoch, rng, config, rows,
-                            states=recipe.states(config, scheduler, augmenter))
-            if epoch == 1:  # this run's first checkpoint is in place: an earlier run's outputs can go
-                runs.replace_earlier_run(out, ["metrics.json"] + PLOTS)
-            write_metrics(metrics_csv, rows)
+        if writes:
+            with runs.writing(out):
+                checkpoint.save(out, model, optimizer, epoch, rng, config, rows,
+                                states=recipe.states(config, scheduler, augmenter))
+                if epoch == 1:  # this run's first checkpoint is in place: an earlier run's outputs can go
+                    runs.replace_earlier_run(out, ["metrics.json"] + PLOTS)
+                write_metrics(metrics_csv, rows)
         print(f"epoch {epoch:3d}/{config['epochs']}  loss {train_loss:.4f}  train {100 * train_acc:6.2f}%  "
               f"test {100 * test_acc:6.2f}%  {len(x_train) / train_seconds:7.0f} img/s  {row['seconds']} s", flush=True)
 
+    if not writes:
+        return 0
     summary = summarize(out, rows, x_train, x_test, config, device)
     with runs.writing(out):
         checkpoint.write_atomic(os.path.join(out, "metrics.json"),
@@ -299,13 +346,21 @@ def train(parser, args):
     return 0
 
 
+@distributed.abort_on_error
 def main(argv=None):
     parser, args = parse_args(argv)
     fail = f"{parser.prog}: error:"
     try:
+        device = cuda.check_device(args.device or cuda.default_device())
+        world = start_distributed(args, device)
+    except (ValueError, RuntimeError) as e:
+        parser.exit(2, f"{fail} {e}\n")
+    # One process holds the run folder: the only one, or rank 0 of a distributed run.
+    holding = runs.claim(args.out, args.resume, args.overwrite) if world is None or world.is_root else nullcontext()
+    try:
         # A diverging run is reported once, as Diverged, not as NumPy's overflow warnings on the way.
-        with runs.claim(args.out, args.resume, args.overwrite), np.errstate(over="ignore", invalid="ignore"):
-            return train(parser, args)
+        with holding, np.errstate(over="ignore", invalid="ignore"):
+            return train(parser, args, device, world)
     except runs.RunFolderError as e:
         parser.exit(2, f"{fail} {e}\n")
     except Diverged as e:

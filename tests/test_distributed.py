@@ -60,7 +60,7 @@ def test_a_bucket_packs_weighted_gradients_and_averages_back():
 def test_without_mpi4py_the_error_names_the_extra(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mpi4py" else real(name, *a))
-    with pytest.raises(distributed.DistributedError, match=r"pip install gpucnn\[mpi\]"):
+    with pytest.raises(distributed.DistributedError, match=r'pip install -e "\.\[mpi\]"'):
         world._import_mpi()
 
 

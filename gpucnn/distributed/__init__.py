@@ -13,7 +13,7 @@ are summed with MPI on host arrays and with NCCL on CuPy arrays.
     parallel.py   DistributedDataParallel, the module wrapper
     launch.py     the mpiexec that came with the MPICH wheel
 
-mpi4py and MPICH come with the `mpi` extra: pip install gpucnn[mpi].
+mpi4py and MPICH come with the `mpi` extra: pip install -e ".[mpi]" in a clone of gpucnn.
 """
 from .faults import abort_on_error
 from .nccl import select_local_gpu

@@ -1,6 +1,6 @@
 """The group of processes: started by mpiexec, connected by MPI through mpi4py.
 
-mpi4py and the MPICH wheel are the `mpi` extra (`pip install gpucnn[mpi]`); they are
+mpi4py and the MPICH wheel are the `mpi` extra (`pip install -e ".[mpi]"` in a clone of gpucnn); they are
 imported here only, and only when a distributed run starts.
 """
 import importlib.util
@@ -11,7 +11,7 @@ import numpy as np
 
 from .watchdog import Watchdog
 
-INSTALL_HINT = "install the `mpi` extra: pip install gpucnn[mpi] (it brings mpi4py and the MPICH wheel with its mpiexec)"
+INSTALL_HINT = 'install the `mpi` extra: pip install -e ".[mpi]" in a clone of gpucnn (it brings mpi4py and the MPICH wheel with its mpiexec)'
 LAUNCH_HINT = "start every process with mpiexec, e.g. mpiexec -n 2 python -m gpucnn.train --distributed"
 # What the common launchers put in each process's environment: MPICH/Intel MPI's Hydra
 # (PMI_*), Open MPI (OMPI_*), PMIx-based launchers and Slurm's srun (PMIX_*).

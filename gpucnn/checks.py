@@ -96,6 +96,14 @@ def window_fits(layer, x, kernel, padding, what="kernel size"):
         )
 
 
+def pool_plane(layer, x_shape):
+    """Pooling's windows each hold an input position: a plane without rows or columns has none
+    (PyTorch refuses it too; only the batch may be empty)."""
+    if any(s == 0 for s in x_shape[2:]):
+        raise ValueError(f"{layer}: expected an input with non-zero sizes in its spatial dimensions, "
+                         f"but got input of shape {shape_str(x_shape)}")
+
+
 def pool_padding(layer, kernel, padding):
     """Pooling pads by at most half the window (PyTorch's rule): no window then holds only
     padding, which max pooling could not pick from."""

@@ -124,6 +124,7 @@ def pool_args(layer, x, kernel_size, stride, nd, padding=0):
     kernel, stride, padding = pool_options(layer, kernel_size, stride, padding, nd)
     checks.float_array(layer, "input", x)
     checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
+    checks.pool_plane(layer, x.shape)
     checks.window_fits(layer, x, kernel, padding, what="pooling window")
     return _lift(kernel, nd, 1), _lift(stride, nd, 1), _lift(padding, nd, 0)
 

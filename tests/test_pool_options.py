@@ -157,6 +157,24 @@ def test_bad_calls_are_refused_before_any_kernel(device):
     x = to_device(np.zeros((1, 2, 3, 3)), device)
     with pytest.raises(ValueError, match=r"max_pool2d: pad should be at most half of effective kernel size"):
         F.max_pool2d(x, 2, padding=2)
+    with pytest.raises(ValueError, match=r"max_pool1d: expected an input with non-zero sizes in its spatial "
+                                         r"dimensions, but got input of shape \[1, 2, 0\]"):
+        F.max_pool1d(to_device(np.zeros((1, 2, 0)), device), 2, padding=1)
     with pytest.raises(ValueError, match=r"avg_pool2d: calculated padded input size per channel: \(5 x 5\); "
                                          r"pooling window: \(6 x 6\)"):
         F.avg_pool2d(x, 6, padding=1)
+
+
+def test_cuda_ops_refuse_an_empty_plane_before_launch(cuda_device):
+    # A raw kernel would read x's first position for a window holding none.
+    with pytest.raises(ValueError, match=r"max_pool2d_forward: expected an input with non-zero sizes"):
+        cuda_ops.max_pool2d_forward(to_device(np.zeros((1, 1, 0, 4)), cuda_device), (2, 2), (2, 2), (1, 1))
+
+
+@pytest.mark.parametrize("cls", [nn.MaxPool2d, nn.AvgPool2d])
+def test_an_empty_batch_pools_to_an_empty_batch(device, cls):
+    pool = cls(3, stride=2, padding=1, ceil_mode=True)
+    y = pool(to_device(np.zeros((0, 2, 6, 5)), device))
+    assert y.shape == (0, 2, 4, 3) and device_of(y) == device
+    dx = pool.backward(to_device(np.zeros(y.shape), device))
+    assert dx.shape == (0, 2, 6, 5) and device_of(dx) == device

@@ -6,7 +6,7 @@ window lies inside: the only Python loops run over the KH*KW offsets.
 """
 import numpy as np
 
-from ...checks import pool_output_size, pool_padding
+from ...checks import pool_output_size, pool_padding, pool_plane
 from ._common import finite
 
 
@@ -20,6 +20,7 @@ class _PoolLayout:
     as the last window (a ceil-mode one may reach past the padding) needs."""
 
     def __init__(self, op, x_shape, kernel, stride, padding, ceil_mode):
+        pool_plane(op, x_shape)
         pool_padding(op, kernel, padding)
         self.x_shape, self.kernel, self.stride, self.padding = tuple(x_shape), kernel, stride, padding
         self.out = tuple(pool_output_size(size, k, s, p, ceil_mode)

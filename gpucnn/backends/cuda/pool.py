@@ -26,7 +26,9 @@ class PoolGeometry(namedtuple("PoolGeometry", "N C H W KH KW SH SW PH PW OH OW")
 def _pool_geometry(op, x_shape, kernel, stride, padding, ceil_mode):
     N, C, H, W = x_shape
     (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    checks.pool_padding(op, kernel, padding)  # the kernels read at least one input per window
+    # The kernels read at least one input of every window.
+    checks.pool_plane(op, x_shape)
+    checks.pool_padding(op, kernel, padding)
     OH, OW = checks.pool_output_size(H, KH, SH, PH, ceil_mode), checks.pool_output_size(W, KW, SW, PW, ceil_mode)
     return PoolGeometry(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW)
 

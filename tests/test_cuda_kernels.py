@@ -40,22 +40,24 @@ def assert_same(got, want, dtype):
     np.testing.assert_allclose(cuda.as_numpy(got), want, **TOLERANCES[dtype])
 
 
-def conv_output_shape(x_shape, w_shape, stride, padding):
+def conv_output_shape(x_shape, w_shape, stride, padding, dilation=(1, 1)):
     (N, _, H, W), (O, _, KH, KW) = x_shape, w_shape
-    return (N, O, checks.output_size(H, KH, stride[0], padding[0]), checks.output_size(W, KW, stride[1], padding[1]))
+    return (N, O, checks.output_size(H, KH, stride[0], padding[0], dilation[0]),
+            checks.output_size(W, KW, stride[1], padding[1], dilation[1]))
 
 
-def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding):
+def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
     """All four convolution ops on the CUDA implementation against the NumPy ones."""
     x, w = shuffled(x_shape, dtype, 1), shuffled(w_shape, dtype, 2)
     b = shuffled(w_shape[:1], dtype, 3)
-    dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
-    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), to_cuda(b), stride, padding),
-                cpu.conv2d_forward(x, w, b, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
-                cpu.conv2d_backward_data(dy, w, x_shape, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), w_shape, stride, padding),
-                cpu.conv2d_backward_weight(x, dy, w_shape, stride, padding), dtype)
+    dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding, dilation), dtype, 4)
+    options = (stride, padding, dilation, groups)
+    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), to_cuda(b), *options),
+                cpu.conv2d_forward(x, w, b, *options), dtype)
+    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, *options),
+                cpu.conv2d_backward_data(dy, w, x_shape, *options), dtype)
+    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), w_shape, *options),
+                cpu.conv2d_backward_weight(x, dy, w_shape, *options), dtype)
     assert_same(cuda_ops.conv2d_backward_bias(to_cuda(dy)), cpu.conv2d_backward_bias(dy), dtype)
 
 
@@ -70,6 +72,10 @@ CONV_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
     "1D as H = 1": ((2, 3, 1, 11), (4, 3, 1, 3), (1, 2), (0, 1)),
     "channels and taps spanning several tiles": ((1, 17, 5, 5), (18, 17, 3, 3), (1, 1), (1, 1)),
     "weight gradient summed in 3 chunks": ((4, 2, 24, 24), (3, 2, 3, 3), (1, 1), (1, 1)),
+    # (dilation, groups) after the padding
+    "dilation 2, groups 2": ((2, 4, 9, 8), (6, 2, 3, 3), (1, 1), (2, 2), (2, 2), 2),
+    "depthwise, stride and dilation sharing a factor": ((1, 3, 11, 12), (3, 1, 3, 2), (2, 2), (1, 0), (2, 4), 3),
+    "groups spanning several tiles": ((1, 34, 5, 5), (36, 17, 3, 3), (1, 1), (1, 1), (1, 1), 2),
 }
 
 
@@ -202,6 +208,7 @@ def test_every_gemm_tile_computes_every_pass(to_cuda, monkeypatch, dtype, tile):
     monkeypatch.setattr(launch, "gemm_tile", lambda rows, cols: tile)
     monkeypatch.setattr(launch, "MAX_GRID", 1)
     check_conv(to_cuda, dtype, (2, 5, 9, 7), (70, 5, 3, 2), (2, 1), (1, 1))
+    check_conv(to_cuda, dtype, (2, 6, 9, 7), (69, 2, 3, 2), (2, 1), (2, 1), (2, 3), 3)  # per group, too
 
 
 def test_gemm_tile_follows_the_narrow_side():

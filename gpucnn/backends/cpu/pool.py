@@ -28,9 +28,16 @@ class _PoolLayout:
         self.padded = tuple(max(size + p, (o - 1) * s + k)
                             for size, k, s, p, o in zip(x_shape[2:], kernel, stride, padding, self.out))
 
+    @property
+    def padding_needed(self):
+        """Whether any window reaches past x."""
+        return any(self.padding) or self.padded != self.x_shape[2:]
+
     def pad(self, x, fill):
-        """x inside a padded array of `fill` (a fresh array: callers write to it)."""
+        """x inside a padded array of `fill`, for reading; x itself when the windows need no padding."""
         (PH, PW), (H, W) = self.padding, self.x_shape[2:]
+        if not self.padding_needed:
+            return x
         out = np.full(self.x_shape[:2] + self.padded, fill, dtype=x.dtype)
         out[:, :, PH : PH + H, PW : PW + W] = x
         return out
@@ -38,7 +45,7 @@ class _PoolLayout:
     def crop(self, padded):
         """The part of a padded array that is x's."""
         (PH, PW), (H, W) = self.padding, self.x_shape[2:]
-        if (PH, PW) == (0, 0) and self.padded == (H, W):
+        if not self.padding_needed:
             return padded
         return np.ascontiguousarray(padded[:, :, PH : PH + H, PW : PW + W])
 
@@ -50,7 +57,7 @@ class _PoolLayout:
                 yield ky * KW + kx, (slice(None), slice(None), _strided_slot(ky, SH, OH), _strided_slot(kx, SW, OW))
 
     def spans(self, axis):
-        """Per window along a spatial axis (0: rows), as conv2d.cu's Span: its start in x, and
+        """Per window along a spatial axis (0: rows), as pool2d.cu's Span: its start in x, and
         the ends of its part inside x and inside x and its padding."""
         size, k, s, p, o = self.x_shape[2 + axis], self.kernel[axis], self.stride[axis], self.padding[axis], self.out[axis]
         start = np.arange(o) * s - p

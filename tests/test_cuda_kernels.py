@@ -187,7 +187,10 @@ def test_gradients_are_bit_identical_across_runs(to_cuda):
         db = cuda_ops.conv2d_backward_bias(to_cuda(dy))
         _, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), (3, 3), (1, 1))
         dx = cuda_ops.max_pool2d_backward(to_cuda(pooled), argmax, x.shape, (3, 3), (1, 1))
-        runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx)])
+        # depthwise, dilated: chunked per group
+        dw_depthwise = cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy[:, :3]), (3, 1, 3, 3), (1, 1), (2, 2),
+                                                       (2, 2), 3)
+        runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx, dw_depthwise)])
     assert runs[0] == runs[1]
 
 

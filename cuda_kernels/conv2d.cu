@@ -451,9 +451,8 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
 #define FOR_EACH_GROUP(g, G) for (int g = blockIdx.z; g < (G); g += gridDim.z)
 
 // The threads of a GEMM kernel's block (tiled_gemm's THREADS). The kernels declare at least
-// 1 block per SM:
-// with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances at 64 or 128
-// registers and spilled to local memory.
+// 1 block per SM: with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances
+// at 64 or 128 registers and spilled to local memory.
 #define GEMM_THREADS ((BM / TM) * (BN / TN))
 
 // y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, g*C/G + c, oh*SH - PH + ky*DH, ow*SW - PW + kx*DW]

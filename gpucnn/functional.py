@@ -6,6 +6,7 @@ use the same `conv_args` / `pool_args` validation, then keep what their backward
 1D ops run as 2D ops with H = 1.
 """
 import math
+from collections import namedtuple
 
 import numpy as np
 
@@ -29,21 +30,75 @@ def _lift(t, nd, fill):
     return (fill,) + t if nd == 1 else t
 
 
-def conv_args(layer, x, weight, bias, stride, padding, nd):
-    """Validate a convolution call; returns (stride, padding) as the 2D ops' 2-tuples."""
+class ConvGeometry(namedtuple("ConvGeometry", "stride padding dilation groups extra")):
+    """A convolution's options as the 2D ops take them: stride, padding, dilation (2-tuples)
+    and groups, plus `extra`: the rows and columns of zeros that padding='same' adds at the
+    end of an even effective kernel's input (PyTorch's rule), which the ops' symmetric
+    padding cannot express, so the layer pads them itself (pad_end) and crops dx after."""
+
+    @property
+    def options(self):
+        """The ops' arguments after (x or dy, w, [shape]): stride, padding, dilation, groups."""
+        return self.stride, self.padding, self.dilation, self.groups
+
+
+PADDING_STRINGS = ("same", "valid")
+
+
+def conv_options(layer, kernel_size, stride, padding, dilation, groups, nd):
+    """Validate a convolution's options, before any input: (kernel_size, stride, padding,
+    dilation, groups) as nd-tuples, padding possibly one of PADDING_STRINGS (kept as given)."""
+    kernel_size = checks.positive(layer, "kernel_size", checks.tuple_arg(layer, "kernel_size", kernel_size, nd))
     stride = checks.positive(layer, "stride", checks.tuple_arg(layer, "stride", stride, nd))
-    padding = checks.non_negative(layer, "padding", checks.tuple_arg(layer, "padding", padding, nd))
+    dilation = checks.positive(layer, "dilation", checks.tuple_arg(layer, "dilation", dilation, nd))
+    groups = checks.positive(layer, "groups", groups)
+    if isinstance(padding, str):
+        if padding not in PADDING_STRINGS:
+            raise ValueError(f"{layer}: invalid padding string {padding!r}, should be one of {{'same', 'valid'}}")
+        if padding == "same" and any(s != 1 for s in stride):
+            raise ValueError(f"{layer}: padding='same' is not supported for strided convolutions, "
+                             f"but got stride={stride}")
+    else:
+        padding = checks.non_negative(layer, "padding", checks.tuple_arg(layer, "padding", padding, nd))
+    return kernel_size, stride, padding, dilation, groups
+
+
+def conv_args(layer, x, weight, bias, stride, padding, nd, dilation=1, groups=1):
+    """Validate a convolution call; returns its ConvGeometry in the 2D ops' terms."""
+    kernel = weight.shape[2:] if hasattr(weight, "shape") and weight.ndim == nd + 2 else (1,) * nd
+    _, stride, padding, dilation, groups = conv_options(layer, kernel, stride, padding, dilation, groups, nd)
     checks.float_array(layer, "input", x)
     checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
     checks.array(layer, "weight", weight)
     if weight.ndim != nd + 2:
         raise ValueError(f"{layer}: expected a {nd + 2}D weight, but got weight of shape {checks.shape_str(weight.shape)}")
+    if weight.shape[0] % groups:
+        raise ValueError(f"{layer}: given groups={groups}, expected weight to be divisible by {groups} at dimension 0, "
+                         f"but got weight of shape {checks.shape_str(weight.shape)}")
     _bias_fits(layer, bias, weight.shape[0], "output channel")
     cuda.check_same_device(layer, input=x, weight=weight, bias=bias)
     checks.same_dtype(layer, x, weight=weight, bias=bias)
-    checks.channels(layer, x, weight.shape[1])
-    checks.window_fits(layer, x, weight.shape[2:], padding)
-    return _lift(stride, nd, 1), _lift(padding, nd, 0)
+    checks.channels(layer, x, weight.shape[1] * groups)
+    spans = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))  # what a dilated window covers
+    if padding == "same":
+        totals = tuple(span - 1 for span in spans)  # split as PyTorch: the odd one at the end
+        padding, extra = tuple(t // 2 for t in totals), tuple(t % 2 for t in totals)
+    else:
+        padding, extra = (0,) * nd if padding == "valid" else padding, (0,) * nd
+    checks.window_fits(layer, x, spans, padding)
+    return ConvGeometry(_lift(stride, nd, 1), _lift(padding, nd, 0), _lift(dilation, nd, 1), groups, _lift(extra, nd, 0))
+
+
+def pad_end(x, extra):
+    """x (N, C, H, W) with extra = (rows, columns) of zeros after its last row and column, on
+    x's device; x itself when there are none."""
+    if not any(extra):
+        return x
+    xp = cuda.get_array_module(x)
+    (N, C, H, W), (eh, ew) = x.shape, extra
+    out = xp.zeros_like(x, shape=(N, C, H + eh, W + ew))  # zeros_like keeps the emulator's array type
+    out[:, :, :H, :W] = x
+    return out
 
 
 def _bias_fits(layer, bias, n, per):
@@ -57,55 +112,68 @@ def _bias_fits(layer, bias, n, per):
         )
 
 
-def pool_args(layer, x, kernel_size, stride, nd):
-    """Validate a pooling call; returns (kernel, stride) as 2-tuples. stride=None means kernel_size."""
+def pool_options(layer, kernel_size, stride, padding, nd):
+    """Validate a pooling's options, before any input: (kernel, stride, padding) as nd-tuples.
+    stride=None means kernel_size."""
     kernel = checks.positive(layer, "kernel_size", checks.tuple_arg(layer, "kernel_size", kernel_size, nd))
     stride = kernel if stride is None else checks.positive(layer, "stride", checks.tuple_arg(layer, "stride", stride, nd))
+    padding = checks.non_negative(layer, "padding", checks.tuple_arg(layer, "padding", padding, nd))
+    checks.pool_padding(layer, kernel, padding)
+    return kernel, stride, padding
+
+
+def pool_args(layer, x, kernel_size, stride, nd, padding=0):
+    """Validate a pooling call; returns (kernel, stride, padding) as 2-tuples."""
+    kernel, stride, padding = pool_options(layer, kernel_size, stride, padding, nd)
     checks.float_array(layer, "input", x)
     checks.rank(layer, x, nd + 2, _LAYOUTS[nd])
-    checks.window_fits(layer, x, kernel, (0,) * nd, what="pooling window")
-    return _lift(kernel, nd, 1), _lift(stride, nd, 1)
+    checks.pool_plane(layer, x.shape)
+    checks.window_fits(layer, x, kernel, padding, what="pooling window")
+    return _lift(kernel, nd, 1), _lift(stride, nd, 1), _lift(padding, nd, 0)
 
 
-def _conv(layer, x, weight, bias, stride, padding, nd):
-    stride, padding = conv_args(layer, x, weight, bias, stride, padding, nd)
-    y = ops_for(x).conv2d_forward(as_2d(x, nd), as_2d(weight, nd), bias, stride, padding)
+def _conv(layer, x, weight, bias, stride, padding, dilation, groups, nd):
+    g = conv_args(layer, x, weight, bias, stride, padding, nd, dilation, groups)
+    y = ops_for(x).conv2d_forward(pad_end(as_2d(x, nd), g.extra), as_2d(weight, nd), bias, *g.options)
     return from_2d(y, nd)
 
 
-def conv1d(x, weight, bias=None, stride=1, padding=0):
-    return _conv("conv1d", x, weight, bias, stride, padding, 1)
+def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv("conv1d", x, weight, bias, stride, padding, dilation, groups, 1)
 
 
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    return _conv("conv2d", x, weight, bias, stride, padding, 2)
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv("conv2d", x, weight, bias, stride, padding, dilation, groups, 2)
 
 
-def _max_pool(layer, x, kernel_size, stride, nd):
-    kernel, stride = pool_args(layer, x, kernel_size, stride, nd)
-    y, _ = ops_for(x).max_pool2d_forward(as_2d(x, nd), kernel, stride)
+def _max_pool(layer, x, kernel_size, stride, padding, ceil_mode, nd):
+    kernel, stride, padding = pool_args(layer, x, kernel_size, stride, nd, padding)
+    y, _ = ops_for(x).max_pool2d_forward(as_2d(x, nd), kernel, stride, padding, bool(ceil_mode))
     return from_2d(y, nd)
 
 
-def _avg_pool(layer, x, kernel_size, stride, nd):
-    kernel, stride = pool_args(layer, x, kernel_size, stride, nd)
-    return from_2d(ops_for(x).avg_pool2d_forward(as_2d(x, nd), kernel, stride), nd)
+def _avg_pool(layer, x, kernel_size, stride, padding, ceil_mode, count_include_pad, nd):
+    kernel, stride, padding = pool_args(layer, x, kernel_size, stride, nd, padding)
+    y = ops_for(x).avg_pool2d_forward(as_2d(x, nd), kernel, stride, padding, bool(ceil_mode), bool(count_include_pad))
+    return from_2d(y, nd)
 
 
-def max_pool1d(x, kernel_size, stride=None):
-    return _max_pool("max_pool1d", x, kernel_size, stride, 1)
+def max_pool1d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False):
+    """ceil_mode is keyword-only: PyTorch's positional order has dilation (not supported) before it."""
+    return _max_pool("max_pool1d", x, kernel_size, stride, padding, ceil_mode, 1)
 
 
-def max_pool2d(x, kernel_size, stride=None):
-    return _max_pool("max_pool2d", x, kernel_size, stride, 2)
+def max_pool2d(x, kernel_size, stride=None, padding=0, *, ceil_mode=False):
+    """ceil_mode is keyword-only: PyTorch's positional order has dilation (not supported) before it."""
+    return _max_pool("max_pool2d", x, kernel_size, stride, padding, ceil_mode, 2)
 
 
-def avg_pool1d(x, kernel_size, stride=None):
-    return _avg_pool("avg_pool1d", x, kernel_size, stride, 1)
+def avg_pool1d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return _avg_pool("avg_pool1d", x, kernel_size, stride, padding, ceil_mode, count_include_pad, 1)
 
 
-def avg_pool2d(x, kernel_size, stride=None):
-    return _avg_pool("avg_pool2d", x, kernel_size, stride, 2)
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    return _avg_pool("avg_pool2d", x, kernel_size, stride, padding, ceil_mode, count_include_pad, 2)
 
 
 def _positive_int(v):
@@ -287,11 +355,34 @@ def log_softmax(x, axis=-1):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def cross_entropy_args(layer, logits, target):
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def reduction_arg(layer, reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{layer}: reduction must be 'none', 'mean' or 'sum', but got reduction={reduction!r}")
+    return reduction
+
+
+def cross_entropy_options(layer, weight, ignore_index, reduction, label_smoothing):
+    """Validate CrossEntropyLoss's options, which need no input to be checked."""
+    reduction_arg(layer, reduction)
+    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float, np.floating)) \
+            or not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{layer}: label_smoothing must be between 0.0 and 1.0, but got label_smoothing={label_smoothing!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"{layer}: ignore_index must be an int, but got ignore_index={ignore_index!r}")
+    if weight is not None:
+        checks.float_array(layer, "weight", weight)
+        if weight.ndim != 1:
+            raise ValueError(f"{layer}: expected a 1D weight (one per class), but got weight of shape {checks.shape_str(weight.shape)}")
+
+
+def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100):
     checks.float_array(layer, "input", logits)
     checks.rank(layer, logits, 2, "(N, C) of class scores")
     checks.array(layer, "target", target)
-    cuda.check_same_device(layer, input=logits, target=target)
+    cuda.check_same_device(layer, input=logits, target=target, weight=weight)
     if target.shape != logits.shape[:1]:
         raise ValueError(
             f"{layer}: expected target of shape {checks.shape_str(logits.shape[:1])} (one class index per "
@@ -300,19 +391,86 @@ def cross_entropy_args(layer, logits, target):
     if target.dtype.kind not in "iu":
         raise ValueError(f"{layer}: expected integer class indices as target, but got dtype {target.dtype}")
     C = logits.shape[1]
-    if target.size:
-        lo, hi = int(target.min()), int(target.max())
+    if weight is not None and weight.shape != (C,):
+        raise ValueError(
+            f"{layer}: weight should be defined either for all {C} classes or no classes, "
+            f"but got weight of shape {checks.shape_str(weight.shape)}"
+        )
+    classes = target[target != ignore_index]  # ignored rows may hold any index, as in torch
+    if classes.size:
+        lo, hi = int(classes.min()), int(classes.max())
         if lo < 0 or hi >= C:
             bad = lo if lo < 0 else hi
             raise ValueError(f"{layer}: target {bad} is out of bounds for {C} classes (expected 0 <= target < {C})")
 
 
-def cross_entropy(logits, target):
-    """Mean over the batch of -log softmax(logits)[target], as torch.nn.functional.cross_entropy."""
-    cross_entropy_args("cross_entropy", logits, target)
+def cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing):
+    """The loss (float, or an (N,) array for reduction='none') and what its backward needs.
+
+    torch's order of operations: the weighted NLL term and the label-smoothing term
+    (-sum_c w_c log p_c) are reduced separately, both 'mean's dividing by the summed target
+    weights of the rows not ignored, then mixed as (1 - eps) * nll + eps / C * smooth.
+    """
     xp = cuda.get_array_module(logits)
+    N, C = logits.shape
     logp = log_softmax(logits, axis=1)
-    return float(-logp[xp.arange(len(target)), target].mean())
+    keep = target != ignore_index
+    safe = xp.where(keep, target, 0)
+    if weight is not None:
+        weight = weight.astype(logits.dtype, copy=False)
+    # w[y_n] of each row, 0 where ignored: the NLL weight and, summed, 'mean''s denominator.
+    w_y = keep.astype(logits.dtype) if weight is None else xp.where(keep, weight[safe], 0).astype(logits.dtype)
+    nll = w_y * -logp[xp.arange(N), safe]
+    terms = [nll]
+    if label_smoothing:
+        smooth = -(logp if weight is None else logp * weight).sum(axis=1)
+        terms.append(xp.where(keep, smooth, 0).astype(logits.dtype))
+    denom = None
+    if reduction == "none":
+        reduced = terms
+    elif reduction == "sum":
+        reduced = [t.sum() for t in terms]
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: nan, as in torch
+            denom = w_y.sum()
+            reduced = [t.sum() / denom for t in terms]
+    loss = reduced[0] if not label_smoothing else (1 - label_smoothing) * reduced[0] + reduced[1] * (label_smoothing / C)
+    saved = {"probs": xp.exp(logp), "target": safe, "w_y": w_y, "keep": keep, "weight": weight, "denom": denom}
+    return (loss if reduction == "none" else float(loss)), saved
+
+
+def cross_entropy_backward(saved, dy, reduction, label_smoothing):
+    """d loss / d logits for row n, class j, with eps = label_smoothing and W = sum_c w_c:
+    scale_n * (p_j ((1 - eps) w_y + eps W / C) - (1 - eps) w_y [j = y] - eps w_j / C),
+    zero for ignored rows; scale_n = dy / sum of w_y ('mean'), dy ('sum') or dy[n] ('none')."""
+    probs, w_y, keep, weight = saved["probs"], saved["w_y"], saved["keep"], saved["weight"]
+    xp = cuda.get_array_module(probs)
+    N, C = probs.shape
+    eps = label_smoothing
+    picked = (1 - eps) * w_y
+    coef = picked
+    if eps:
+        total = C if weight is None else weight.sum()
+        coef = picked + keep.astype(probs.dtype) * (eps * total / C)
+    grad = probs * coef[:, None]
+    grad[xp.arange(N), saved["target"]] -= picked
+    if eps:
+        grad -= keep[:, None] * ((eps / C) if weight is None else weight * (eps / C))
+    if reduction == "none":
+        return grad * dy[:, None]
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return grad * (dy / saved["denom"])
+    return grad * dy
+
+
+def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+    """torch.nn.functional.cross_entropy with class-index targets: -log softmax(logits)[target],
+    weighted per class, rows whose target is ignore_index left out, label smoothing mixing in
+    the uniform distribution; a float, or an (N,) array for reduction='none'."""
+    cross_entropy_options("cross_entropy", weight, ignore_index, reduction, label_smoothing)
+    cross_entropy_args("cross_entropy", logits, target, weight, ignore_index)
+    return cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing)[0]
 
 
 def mse_args(layer, x, target):

@@ -22,3 +22,15 @@ def next_call():
     global _calls
     call, _calls = _calls, (_calls + 1) % 2**64
     return _seed, call
+
+
+def state():
+    """[seed, calls]: where the stream stands, for a checkpoint (JSON-ready)."""
+    return [_seed, _calls]
+
+
+def set_state(value):
+    """Continue the stream from a `state()`: the masks a run resumed from a checkpoint draws
+    are those the run would have drawn had it never stopped."""
+    global _seed, _calls
+    _seed, _calls = int(value[0]) % 2**64, int(value[1]) % 2**64

@@ -3,6 +3,9 @@ small, deliberately wrong kernel from sanitizer_bugs.cu), names the check, the k
 threads, the address as an offset into the named argument or shared array, and the source
 line; and it reports nothing on correct kernels. Also: launch limits, the C++ dialect, and
 the GPU's floating-point rounding."""
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -242,3 +245,13 @@ def test_floating_point_is_the_gpus(tmp_path, monkeypatch, sanitize):
     d = np.zeros(1, np.float64)
     module.get_function("halve_double")(1, 1, (np.array([np.finfo(np.float64).tiny]), d))
     assert d[0] == np.finfo(np.float64).tiny / 2
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+def test_the_bug_kernels_are_real_cuda(tmp_path):
+    """They compile for a GPU as they are, so compute-sanitizer can run them there
+    (scripts/sanitizer_bugs.py)."""
+    (tmp_path / "bugs.cu").write_text(BUGS)
+    result = subprocess.run(["nvcc", "-std=c++17", "-arch=sm_80", "-c", "bugs.cu", "-o", "bugs.o"], cwd=tmp_path,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

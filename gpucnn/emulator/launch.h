@@ -168,7 +168,6 @@ GPUCNN_EMU_EXPORT const char* gpucnn_emu_last_error() { return gpucnn_emu::last_
 GPUCNN_EMU_EXPORT const char* gpucnn_emu_last_check() { return gpucnn_emu::last_check; }
 
 #ifdef GPUCNN_EMU_SANITIZE
-GPUCNN_EMU_EXPORT int gpucnn_emu_sanitizing() { return 1; }
 GPUCNN_EMU_EXPORT std::uintptr_t gpucnn_emu_last_pc() { return gpucnn_emu::last_pc; }
 
 // The next launch's global memory: per pointer argument (or group of aliasing arguments),
@@ -185,6 +184,4 @@ GPUCNN_EMU_EXPORT void gpucnn_emu_set_regions(const std::uint64_t* table, unsign
                                argument_region};
     }
 }
-#else
-GPUCNN_EMU_EXPORT int gpucnn_emu_sanitizing() { return 0; }
 #endif

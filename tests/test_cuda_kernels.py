@@ -435,3 +435,13 @@ def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
     # between such a size and an OverflowError (or a silently wrapped int) at launch.
     with pytest.raises(ValueError, match=r"below 2\^31, but got 2147483648"):
         _kernels.ints(1, 2**31)
+
+
+def test_every_kernel_declares_its_launch_bounds():
+    """`__launch_bounds__` on every kernel: ptxas sizes registers for the block it will get, and
+    the emulator refuses a launch with a bigger block, as a GPU does."""
+    from gpucnn.emulator import build
+
+    unbounded = [f"{filename}: {k.name}" for filename in cuda_ops.KERNEL_FILES
+                 for k in build.kernels(cuda_ops.kernel_source(filename)) if not k.bounds]
+    assert unbounded == []

@@ -15,6 +15,7 @@ import gpucnn.backends.cuda as cuda_ops
 from gpucnn.backends.cuda import _kernels, launch
 from gpucnn import checks, cuda, nn, optim
 from gpucnn.backends import cpu, ops_for
+from gpucnn.emulator import build
 
 # The cuda_device fixture only sets an environment variable: sharing it across examples is safe.
 FEW_EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -440,8 +441,6 @@ def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
 def test_every_kernel_declares_its_launch_bounds():
     """`__launch_bounds__` on every kernel: ptxas sizes registers for the block it will get, and
     the emulator refuses a launch with a bigger block, as a GPU does."""
-    from gpucnn.emulator import build
-
     unbounded = [f"{filename}: {k.name}" for filename in cuda_ops.KERNEL_FILES
                  for k in build.kernels(cuda_ops.kernel_source(filename)) if not k.bounds]
     assert unbounded == []

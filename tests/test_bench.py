@@ -92,6 +92,7 @@ def _reference_conv(x, w, stride, padding):
 def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
     """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""
     monkeypatch.setattr(cpu_conv, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(cpu_conv, "TILE_POSITIONS", 1)
     monkeypatch.setattr(cpu_common, "_threads", 2)
     monkeypatch.setattr(cpu_common, "PARALLEL_MACS", 0)
     rng = np.random.default_rng(0)

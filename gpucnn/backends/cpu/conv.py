@@ -249,13 +249,19 @@ def _correlate_by_taps(x, w, b, stride, dilation, groups, out):
         samples = x[n]
         taps = scratch("taps", (len(samples), groups, w_taps.shape[1], H * W), dtype)
         np.matmul(w_taps, samples.reshape(len(samples), groups, CG, H * W), out=taps)
-        taps = taps.reshape(len(samples), O, KH, KW, H, W)
-        for ky, kx in itertools.product(range(KH), range(KW)):
-            shifted = taps[:, :, ky, kx, ky * dilation[0] : ky * dilation[0] + OH, kx * dilation[1] : kx * dilation[1] + OW]
-            if ky == kx == 0:
-                out[n] = shifted
+        taps = taps.reshape(len(samples), O, KH * KW, H * W)
+        # On wide rows (see `_Im2col`) each tap's shift is one offset into the flattened
+        # image, and its add one long run per channel rather than OH runs of OW.
+        wide = scratch("wide", (len(samples), O, (OH - 1) * W + OW), dtype)
+        for t, (ky, kx) in enumerate(itertools.product(range(KH), range(KW))):
+            start = ky * dilation[0] * W + kx * dilation[1]
+            shifted = taps[:, :, t, start : start + wide.shape[2]]
+            if t == 0:
+                np.copyto(wide, shifted)
             else:
-                out[n] += shifted
+                wide += shifted
+        s0, s1, s2 = wide.strides
+        out[n] = as_strided(wide, (len(samples), O, OH, OW), (s0, s1, W * s2, s2))
 
     on_tiles(work, [slice(n, min(n + nb, N)) for n in range(0, N, nb)], w.size)
     return out

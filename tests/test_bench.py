@@ -130,6 +130,7 @@ def _reference_conv(x, w, stride, padding):
     ((2, 3, 11, 10), (5, 3, 5, 3), (3, 2), (2, 0)),   # uneven strides
     ((2, 1, 7, 4), (2, 1, 2, 1), (2, 3), (0, 1)),     # stride > kernel: phases of backward-data that no tap reaches
     ((2, 2, 1, 40), (3, 2, 1, 7), (1, 4), (0, 3)),    # 1D, as Conv1d runs it
+    ((2, 30, 4, 4), (40, 30, 3, 3), (1, 1), (1, 1)),  # stride 1 on exact positions: a small map, many taps
 ])
 def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
     """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""

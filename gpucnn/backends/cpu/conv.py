@@ -15,15 +15,13 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...checks import output_size
-from ._common import on_tiles, scratch
+from ._common import PARALLEL_MACS, on_tiles, scratch
 
 # Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well...
 TILE_BYTES = 1 << 21
 # ...unless that leaves fewer output positions than this, too few for an efficient product
 # (VGG's 256-channel 8x8 layer: 2304 rows, a tile of 227 positions ran 2-3x slower).
 TILE_POSITIONS = 1024
-# Positions per sample from which a tile's products go sample by sample (see `_per_sample`).
-PER_SAMPLE_POSITIONS = 96
 # Backward-data goes tap by tap (`_correlate_by_taps`) where dx has fewer channels than dy,
 # and at most this many: measured on one core, 2-3x faster for 1-6 channels (LeNet, the
 # ResNet stem, the audio layer), even at 64 (VGG's 64 -> 128), 25% slower at 128.
@@ -122,14 +120,14 @@ class _Im2col:
         return as_strided(a, shape, (s0, s1, (self.R if self.wide else shape[3]) * s2, s2))
 
 
-def _per_sample(windows):
+def _per_sample(macs_per_position):
     """Whether a tile's products go sample by sample (one batched matmul) rather than as one.
 
-    OpenBLAS (0.3.31, one core) multiplied LeNet's thin layers 1.5-5x faster sample by
-    sample, a product per sample's 100 positions or more; VGG's 8x8 layers (78 wide
-    positions, 2304 rows) 1.3x faster as one product over all the tile's samples.
+    OpenBLAS (0.3.31, one core) multiplied thin products faster sample by sample (LeNet's
+    layers 1.5-5x), thick ones as one product over all the tile's samples (VGG's 8x8
+    layers 1.3x; equal for 64 channels at 32x32).
     """
-    return windows.shape[2] >= PER_SAMPLE_POSITIONS
+    return macs_per_position < PARALLEL_MACS
 
 
 def _correlate(x, w, b, stride, dilation, groups, out=None):
@@ -150,7 +148,7 @@ def _correlate(x, w, b, stride, dilation, groups, out=None):
         K, samples, positions = windows.shape
         windows = windows.reshape(groups, K // groups, samples, positions)
         # per group (O/G, C/G*KH*KW) @ (C/G*KH*KW, positions), sample by sample or all at once
-        if _per_sample(windows):
+        if _per_sample(w.size):
             product = scratch("product", (samples, groups, O // groups, positions), dtype)
             np.matmul(w_mat, windows.transpose(2, 0, 1, 3), out=product)
             product = product.reshape(samples, O, positions).transpose(1, 0, 2)
@@ -304,22 +302,19 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
         windows = im2col.gather(tile)
         K, samples, positions = windows.shape
         windows = windows.reshape(groups, K // groups, samples, positions)
-        # dy on the same columns, zero on the wide rows' dropped ones, channels last: the
-        # products then read both matrices along their rows, as BLAS likes
-        dy_t = scratch("dy", (samples, positions, O), dy.dtype, zero=im2col.wide)
-        im2col.outputs(dy_t.transpose(2, 0, 1), tile)[...] = dy[tile[0], :, tile[1], tile[2]].transpose(1, 0, 2, 3)
-        # per group (C/G*KH*KW, positions) @ (positions, O/G), summed over the positions and samples
-        if _per_sample(windows):
-            dy_t = dy_t.reshape(samples, positions, groups, O // groups).transpose(0, 2, 1, 3)
-            return np.matmul(windows.transpose(2, 0, 1, 3), dy_t).sum(axis=0)
-        dy_t = dy_t.reshape(samples * positions, groups, O // groups).transpose(1, 0, 2)
-        return np.matmul(windows.reshape(groups, K // groups, -1), dy_t)
+        # dy on the same columns, zero on the wide rows' dropped ones: copied in runs of OW
+        dy_t = scratch("dy", (O, samples, positions), dy.dtype, zero=im2col.wide)
+        im2col.outputs(dy_t, tile)[...] = dy[tile[0], :, tile[1], tile[2]].transpose(1, 0, 2, 3)
+        dy_t = dy_t.reshape(groups, O // groups, samples, positions)
+        # per group (O/G, positions) @ (positions, C/G*KH*KW), summed over the positions and samples
+        if _per_sample(math.prod(w_shape)):
+            return np.matmul(windows.transpose(2, 0, 1, 3), dy_t.transpose(2, 0, 3, 1)).sum(axis=0).transpose(0, 2, 1)
+        return np.matmul(dy_t.reshape(groups, O // groups, -1), windows.reshape(groups, K // groups, -1).transpose(0, 2, 1))
 
     parts = on_tiles(work, im2col.tiles(), math.prod(w_shape))
     if not parts:  # an empty batch has no tiles; its gradient is an empty sum, 0 (as in PyTorch)
         return np.zeros(w_shape, dtype=np.result_type(x, dy))
-    dw_t = sum(parts)  # (G, C/G*KH*KW, O/G)
-    return np.ascontiguousarray(dw_t.transpose(0, 2, 1), dtype=np.result_type(x, dy)).reshape(w_shape)
+    return sum(parts).astype(np.result_type(x, dy), copy=False).reshape(w_shape)  # from (G, O/G, C/G*KH*KW)
 
 
 def conv2d_backward_bias(dy):

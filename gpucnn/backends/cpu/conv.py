@@ -33,6 +33,8 @@ TAPS_MAX_CHANNELS = 32
 # faster wide; 16x16 maps (11%) the same either way.
 WIDE_FILL = 0.85
 WIDE_THIN_TAPS = 256
+# Positions per sample from which thick products, too, go sample by sample (`_per_sample`).
+PER_SAMPLE_POSITIONS = 96
 
 
 def _pad(x, padding):
@@ -120,14 +122,15 @@ class _Im2col:
         return as_strided(a, shape, (s0, s1, (self.R if self.wide else shape[3]) * s2, s2))
 
 
-def _per_sample(macs_per_position):
+def _per_sample(macs_per_position, positions):
     """Whether a tile's products go sample by sample (one batched matmul) rather than as one.
 
     OpenBLAS (0.3.31, one core) multiplied thin products faster sample by sample (LeNet's
-    layers 1.5-5x), thick ones as one product over all the tile's samples (VGG's 8x8
-    layers 1.3x; equal for 64 channels at 32x32).
+    layers 1.5-5x), and thick ones too where a sample has many positions (64 channels at
+    32x32: backward-weight 15% faster), but VGG's 8x8 layers 1.2-1.5x faster as one
+    product over all the tile's samples.
     """
-    return macs_per_position < PARALLEL_MACS
+    return macs_per_position < PARALLEL_MACS or positions >= PER_SAMPLE_POSITIONS
 
 
 def _correlate(x, w, b, stride, dilation, groups, out=None):
@@ -148,7 +151,7 @@ def _correlate(x, w, b, stride, dilation, groups, out=None):
         K, samples, positions = windows.shape
         windows = windows.reshape(groups, K // groups, samples, positions)
         # per group (O/G, C/G*KH*KW) @ (C/G*KH*KW, positions), sample by sample or all at once
-        if _per_sample(w.size):
+        if _per_sample(w.size, positions):
             product = scratch("product", (samples, groups, O // groups, positions), dtype)
             np.matmul(w_mat, windows.transpose(2, 0, 1, 3), out=product)
             product = product.reshape(samples, O, positions).transpose(1, 0, 2)
@@ -307,7 +310,7 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
         im2col.outputs(dy_t, tile)[...] = dy[tile[0], :, tile[1], tile[2]].transpose(1, 0, 2, 3)
         dy_t = dy_t.reshape(groups, O // groups, samples, positions)
         # per group (O/G, positions) @ (positions, C/G*KH*KW), summed over the positions and samples
-        if _per_sample(math.prod(w_shape)):
+        if _per_sample(math.prod(w_shape), positions):
             return np.matmul(windows.transpose(2, 0, 1, 3), dy_t.transpose(2, 0, 3, 1)).sum(axis=0).transpose(0, 2, 1)
         return np.matmul(dy_t.reshape(groups, O // groups, -1), windows.reshape(groups, K // groups, -1).transpose(0, 2, 1))
 

@@ -101,7 +101,7 @@ LAYERS = [
     Conv("resnet.stem", 32, 3, 64, 224, 224, 7, stride=2, padding=3),
     Conv("resnet.1x1", 32, 256, 64, 56, 56, 1),
     Conv("audio.conv1d", 32, 1, 32, 1, 16000, 80, stride=4, nd=1),
-    # Smaller batches of the same kinds of layer, for one core: issue 13's cases
+    # Smaller batches of the same kinds of layer, sized for one core
     Conv("resnet.stem.b8", 8, 3, 64, 112, 112, 7, stride=2, padding=3),
     Conv("audio.conv1d.b8", 8, 1, 32, 1, 16000, 80, stride=4, nd=1),
     Conv("vgg.conv64-64.b16", 16, 64, 64, 32, 32, 3, padding=1),

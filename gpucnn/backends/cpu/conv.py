@@ -24,7 +24,7 @@ TILE_BYTES = 1 << 21
 TILE_POSITIONS = 1024
 # Backward-data goes tap by tap (`_correlate_by_taps`) where dx has fewer channels than dy,
 # and at most this many: measured on one core, 2-3x faster for 1-6 channels (LeNet, the
-# ResNet stem, the audio layer), even at 64 (VGG's 64 -> 128), 25% slower at 128.
+# ResNet stem, the audio layer), no faster at 64 (VGG's 64 -> 128), 25% slower at 128.
 TAPS_MAX_CHANNELS = 32
 # Stride-1 positions go on wide rows (see `_Im2col`) unless the dropped positions cost more
 # than the long copies save: when a product has many rows (taps) per position, and more

@@ -2,6 +2,8 @@
 the way PyTorch words it, and every check runs before any kernel launches."""
 import numpy as np
 
+from . import cuda
+
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
@@ -37,8 +39,11 @@ def non_negative(layer, name, value):
 
 
 def array(layer, name, x):
-    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
-        raise ValueError(f"{layer}: expected {name} to be a numpy or cupy array, but got {type(x).__name__}")
+    # Not "has a shape and a dtype": a torch tensor has both, and would fail later on its dtype.
+    if not (isinstance(x, np.ndarray) or cuda.is_cuda_array(x)):
+        kind = type(x)
+        got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        raise ValueError(f"{layer}: expected {name} to be a numpy or cupy array, but got {got}")
 
 
 def float_array(layer, name, x):

@@ -17,10 +17,11 @@ import numpy as np
 _cupy = None
 _cupy_error = None
 
+# gpucnn is not on PyPI: its extras install from a clone. README.md, "On a GPU", says the same.
 INSTALL_HINT = (
-    "install CuPy for your CUDA toolkit with `pip install gpucnn[cuda12]` or "
-    "`pip install gpucnn[cuda13]`, or set GPUCNN_CUDA_EMULATOR=1 to run the CUDA "
-    "kernels on the CPU emulator"
+    'install CuPy for your CUDA toolkit: pip install -e ".[cuda12]" (or ".[cuda13]") in a clone '
+    "of gpucnn, or pip install cupy-cuda12x (or cupy-cuda13x); or set GPUCNN_CUDA_EMULATOR=1 "
+    "to run the CUDA kernels on the CPU emulator"
 )
 
 

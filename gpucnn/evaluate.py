@@ -13,10 +13,17 @@ import numpy as np
 from . import arch, checkpoint, cuda, data
 from . import nn
 
+# What the model and its preprocessing need from a checkpoint's config.
+CONFIG_KEYS = ("dataset", "arch", "in_shape", "classes", "max_value", "mean", "std")
+
 
 def load_trained(path, device):
     """(model in eval mode on device, config) from a checkpoint."""
     weights, config = checkpoint.load_model(path)
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise checkpoint.CheckpointError(f"{path}: the checkpoint's config has no {', '.join(missing)}; "
+                                         f"it was not written by gpucnn-train")
     model = arch.build_model(config["arch"], tuple(config["in_shape"]), len(config["classes"]))
     try:
         model.load_state_dict(weights)
@@ -53,10 +60,11 @@ def main(argv=None):
     try:
         device = cuda.check_device(args.device or cuda.default_device())
         model, config = load_trained(args.checkpoint, device)
-        dataset = data.load(config["dataset"], args.data_dir or config["data_dir"])
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        # The test split only: evaluating needs no training files.
+        x, y = data.load_split(config["dataset"], args.data_dir or config.get("data_dir"), "test")
+        data.check_shape(x, config["in_shape"], f"the {config['dataset']} test images")
+    except (ValueError, OSError, RuntimeError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    x, y = dataset.x_test, dataset.y_test
     logits, loss, accuracy = predictions(model, x, config, args.batch_size, device, labels=y)
     predicted = logits.argmax(axis=1)
     print(f"{config['dataset']} test split: {len(y)} images, accuracy {100 * accuracy:.2f}% "

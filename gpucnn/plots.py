@@ -4,9 +4,16 @@ import math
 
 import numpy as np
 
+from . import extras
+
+
+def require():
+    """matplotlib, or MissingExtra: gpucnn.train asks before it trains, not after."""
+    return extras.require("matplotlib", "matplotlib", "train", "drawing the plots (--no-plots skips them)")
+
 
 def _pyplot():
-    import matplotlib
+    matplotlib = require()
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
@@ -31,11 +38,16 @@ def curves(rows, path):
     plt.close(fig)
 
 
+def grid_shape(n, max_cols=8):
+    """(rows, columns) for n pictures: the most columns, up to max_cols, that leave the last row
+    at least half full, so that no picture sits alone there (17 pictures: 6, 6, 5, not 8, 8, 1)."""
+    cols = next(c for c in range(min(n, max_cols), 0, -1) if n % c == 0 or n % c >= c / 2)
+    return math.ceil(n / cols), cols
+
+
 def _grid(images, titles, path, suptitle, cmap="gray"):
     plt = _pyplot()
-    n = len(images)
-    cols = min(n, 8)
-    rows = math.ceil(n / cols)
+    rows, cols = grid_shape(len(images))
     fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -61,9 +73,9 @@ def filters(weight, path):
 
 
 def feature_maps(image, maps, label, path):
-    """One input (C, H, W, normalized) and the maps (O, H', W') a layer makes of it."""
+    """One input (C, H, W, normalized), titled with its true label, and the maps (O, H', W') a layer makes of it."""
     img = np.asarray(image, dtype=np.float64)
     shown = img[0] if img.shape[0] == 1 else ((img - img.min()) / max(np.ptp(img), 1e-12)).transpose(1, 2, 0)
     images = [shown] + list(np.asarray(maps))
-    titles = [f"input ({label})"] + [f"map {i}" for i in range(len(maps))]
+    titles = [f"input, label {label}"] + [f"map {i}" for i in range(len(maps))]
     _grid(images, titles, path, "feature maps of the first convolution + ReLU", cmap="viridis")

@@ -4,27 +4,30 @@ Each image is made to look like the training data before the model sees it: grey
 RGB as the data set, resized to its height x width, scaled to its range of values and
 normalized by the training split's statistics. The grey data sets (digits, MNIST,
 Fashion-MNIST) are light strokes on a dark ground; a picture with a light ground, such as
-dark ink on paper, is inverted first.
+dark ink on paper, is inverted first. A transparent ground is filled first with the shade
+that what is drawn on it stands out from (white under dark strokes, black under light ones),
+as a viewer shows it: dropping the alpha channel would leave black strokes on black.
 """
 import argparse
 import sys
 
 import numpy as np
 
-from . import cuda
+from . import cuda, extras
 from .evaluate import load_trained, predictions
 
 
 def load_image(path, config):
     """uint8-range float array (C, H, W) of an image file, preprocessed like the training images."""
-    from PIL import Image, UnidentifiedImageError
+    Image = extras.require("PIL.Image", "pillow", "train", "reading images")
 
     channels, height, width = config["in_shape"]
     try:
         with Image.open(path) as img:
+            img = on_ground(img, Image)
             img = img.convert("L" if channels == 1 else "RGB").resize((width, height), Image.Resampling.BOX)
             x = np.asarray(img, dtype=np.float64) / 255.0
-    except (UnidentifiedImageError, OSError) as e:
+    except (Image.UnidentifiedImageError, OSError) as e:
         raise ValueError(f"predict: cannot read {path} as an image ({e})") from None
     if channels == 1:
         # The border is ground: invert a light ground to the data sets' dark one.
@@ -35,6 +38,19 @@ def load_image(path, config):
     else:
         x = x.transpose(2, 0, 1)
     return x * config["max_value"]
+
+
+def on_ground(img, Image):
+    """An image with transparency composited onto an opaque ground that contrasts with what is
+    drawn (its opaque pixels' mean brightness, weighted by opacity); other images as they are."""
+    if img.mode not in ("RGBA", "LA", "PA") and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    pixels = np.asarray(rgba, dtype=np.float64) / 255.0
+    alpha = pixels[..., 3]
+    ink = (pixels[..., :3].mean(axis=2) * alpha).sum() / max(alpha.sum(), 1e-12)
+    ground = Image.new("RGBA", rgba.size, (255, 255, 255, 255) if ink < 0.5 else (0, 0, 0, 255))
+    return Image.alpha_composite(ground, rgba).convert("RGB")
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
 """Checkpoints: a full round trip, atomic replacement, and clear errors for bad files."""
+import json
 import os
 import pickle
 
@@ -104,3 +105,59 @@ def test_pickles_and_foreign_files_are_refused(tmp_path):
         checkpoint.load_model(str(path))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
         checkpoint.load_model(str(tmp_path / "empty"))
+
+
+def test_a_flipped_byte_in_tensor_data_is_caught_by_the_digest(tmp_path):
+    model, opt, rng = trained_pieces()
+    folder = checkpoint.save(str(tmp_path), model, opt, 1, rng, CONFIG)
+    for name, load in ((checkpoint.MODEL_FILE, checkpoint.load_model),
+                       (checkpoint.STATE_FILE, checkpoint.load_training_state)):
+        path = os.path.join(folder, name)
+        good = open(path, "rb").read()
+        broken = bytearray(good)
+        broken[-3] ^= 0x01  # inside the last tensor's data: safetensors itself sees nothing wrong
+        open(path, "wb").write(bytes(broken))
+        with pytest.raises(checkpoint.CheckpointError, match=f"{name} is corrupt: its tensor data does not match"):
+            load(str(tmp_path))
+        open(path, "wb").write(good)
+    assert checkpoint.load_training_state(str(tmp_path))["epoch"] == 1
+
+
+def test_a_training_state_from_another_epoch_or_run_is_refused(tmp_path):
+    model, opt, rng = trained_pieces()
+    first = checkpoint.save(str(tmp_path / "a"), model, opt, 1, rng, CONFIG)
+    stale = open(os.path.join(first, checkpoint.STATE_FILE), "rb").read()
+    model[0].weight.data += 1.0
+    second = checkpoint.save(str(tmp_path / "a"), model, opt, 2, rng, CONFIG)
+    open(os.path.join(second, checkpoint.STATE_FILE), "wb").write(stale)
+    with pytest.raises(checkpoint.CheckpointError, match=r"does not belong to the model.safetensors beside it: "
+                                                         r"its epoch \(1; the weights are epoch 2's\), weights digest differ"):
+        checkpoint.load_training_state(str(tmp_path / "a"))
+    other = checkpoint.save(str(tmp_path / "b"), *trained_pieces(seed=1)[:1], opt, 2, rng, CONFIG)
+    open(os.path.join(second, checkpoint.STATE_FILE), "wb").write(
+        open(os.path.join(other, checkpoint.STATE_FILE), "rb").read())
+    with pytest.raises(checkpoint.CheckpointError, match="its weights digest differs"):
+        checkpoint.load_training_state(str(tmp_path / "a"))
+
+
+def test_metrics_rows_travel_with_the_training_state(tmp_path):
+    model, opt, rng = trained_pieces()
+    rows = [{"epoch": 1, "test_accuracy": "0.5"}]
+    checkpoint.save(str(tmp_path), model, opt, 1, rng, CONFIG, rows)
+    assert checkpoint.load_training_state(str(tmp_path))["metrics"] == rows
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_header_length_of_128_mod_256_is_no_pickle(tmp_path, protocol):
+    """A safetensors header of 128 + 256k bytes opens with 0x80, a pickle's first byte: such a
+    checkpoint loads, and a pickle is still refused."""
+    path = tmp_path / "model.safetensors"
+    weights = {"w": np.zeros(2, np.float32)}
+    for pad in range(256):
+        data = safetensors.numpy.save(weights, metadata={"gpucnn_config": json.dumps({"pad": "x" * pad}),
+                                                         "gpucnn_epoch": "1", "gpucnn_digest": checkpoint.digest(weights)})
+        if data[0] == 0x80:
+            break
+    path.write_bytes(data)
+    assert checkpoint.load_model(str(path))[1] == {"pad": "x" * pad}
+    path.write_bytes(pickle.dumps({"w": [0.0, 0.0]}, protocol=protocol))
+    with pytest.raises(checkpoint.CheckpointError, match="looks like a pickle or torch.save file"):
+        checkpoint.load_model(str(path))

@@ -14,26 +14,27 @@ def idx_bytes(array, magic_type=0x08):
     return header + array.astype(np.uint8).tobytes()
 
 
-def write_mnist(folder, n_train=5, n_test=3, gz=False):
+def write_mnist(folder, n_train=5, n_test=3, gz=False, size=28, test_size=None, suffix="", dotted=False):
     rng = np.random.default_rng(0)
+    test_size = test_size or size
     arrays = {
-        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, size, size)),
         "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
-        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, test_size, test_size)),
         "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
     }
     for name, a in arrays.items():
         raw = idx_bytes(a)
-        if gz:
-            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
-        else:
-            (folder / name).write_bytes(raw)
+        file = (name.replace("-idx", ".idx") if dotted else name) + suffix
+        (folder / file).write_bytes(gzip.compress(raw) if gz else raw)
     return arrays
 
 
-@pytest.mark.parametrize("gz", [False, True])
-def test_mnist_idx_files_load_raw_or_gzipped(tmp_path, gz):
-    arrays = write_mnist(tmp_path, gz=gz)
+@pytest.mark.parametrize("gz, suffix, dotted", [(False, "", False), (True, ".gz", False), (True, "", False),
+                                                (False, "", True), (True, ".gz", True)],
+                         ids=["raw", "gz", "gzip-without-.gz", "dot-named", "dot-named-gz"])
+def test_mnist_idx_files_load_raw_or_gzipped(tmp_path, gz, suffix, dotted):
+    arrays = write_mnist(tmp_path, gz=gz, suffix=suffix, dotted=dotted)
     ds = data.load("mnist", str(tmp_path))
     assert ds.x_train.shape == (5, 1, 28, 28) and ds.x_train.dtype == np.uint8
     np.testing.assert_array_equal(ds.x_train[:, 0], arrays["train-images-idx3-ubyte"])
@@ -50,7 +51,7 @@ def test_idx_bad_magic_is_a_clear_error(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte: expected IDX magic number 0x00000803.*0x00000d03"):
         data.load("mnist", str(tmp_path))
-    path.write_bytes(b"\x1f\x8b" + bytes(raw[2:]))
+    path.write_bytes(b"\x12\x34" + bytes(raw[2:]))
     with pytest.raises(ValueError, match="not an IDX file"):
         idx.read_idx(str(path), 3)
 
@@ -161,3 +162,47 @@ def test_batch_indices_cover_every_image_once_in_a_seeded_order():
     assert np.concatenate(data.batch_indices(5, 2)).tolist() == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="batch_size must be positive, but got 0"):
         data.batch_indices(5, 0)
+
+
+@pytest.mark.parametrize("split, counts", [("train", (0, 3)), ("test", (5, 0))])
+def test_an_empty_split_is_refused(tmp_path, split, counts):
+    write_mnist(tmp_path, *counts)
+    name = "train-images-idx3-ubyte" if split == "train" else "t10k-images-idx3-ubyte"
+    with pytest.raises(ValueError, match=f"the mnist {split} split \\({name} and .* in {tmp_path}\\) has no images"):
+        data.load("mnist", str(tmp_path))
+
+
+def test_images_of_another_size_in_the_test_split_are_refused_naming_the_files(tmp_path):
+    write_mnist(tmp_path, test_size=32)
+    with pytest.raises(ValueError, match=r"training images \(train-images-idx3-ubyte .*\) are 1x28x28 but the test "
+                                         r"images \(t10k-images-idx3-ubyte .*\) are 1x32x32"):
+        data.load("mnist", str(tmp_path))
+
+
+def test_constant_images_cannot_be_normalized_and_are_refused():
+    with pytest.raises(ValueError, match="the value 7 in channel 1 .standard deviation 0."):
+        data.channel_stats(np.stack([np.full((3, 2, 2), 7, np.uint8)] * 4) + np.array([1, 0, 0], np.uint8)[:, None, None]
+                           * np.arange(4, dtype=np.uint8)[:, None, None, None], 255)
+    mean, std = data.channel_stats(np.arange(8, dtype=np.uint8).reshape(2, 1, 2, 2), 255)
+    assert std[0] > 0
+
+
+def test_training_on_degenerate_data_is_a_one_line_error_and_evaluate_needs_no_training_files(tmp_path, capsys):
+    from gpucnn import evaluate, train
+
+    write_mnist(tmp_path, n_train=12, n_test=4)
+    flags = ["--dataset", "mnist", "--data-dir", str(tmp_path), "--arch", "fc8", "--epochs", "1", "--no-plots"]
+    assert train.main([*flags, "--out", str(tmp_path / "run")]) == 0
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (tmp_path / name).unlink()
+    capsys.readouterr()
+    assert evaluate.main([str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert "mnist test split: 4 images" in capsys.readouterr().out
+
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(idx_bytes(np.full((12, 28, 28), 9)))
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(12) % 10))
+    with pytest.raises(SystemExit) as e:
+        train.main([*flags, "--out", str(tmp_path / "constant")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("gpucnn-train: error: every pixel of every training image has the value 9 in "
+                                       "channel 0 (standard deviation 0): these images cannot be normalized or learned from\n")

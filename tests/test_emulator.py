@@ -347,14 +347,19 @@ def test_compile_error_shows_gcc_message_and_kept_source(tmp_path, monkeypatch):
         RawModule(code=broken).get_function("broken")
 
 
-def test_compiled_library_is_cached(tmp_path, monkeypatch):
+@pytest.mark.parametrize("debug", ["0", "1"], ids=["release", "debug"])
+def test_compiled_library_is_cached(tmp_path, monkeypatch, debug):
     monkeypatch.setenv("GPUCNN_EMULATOR_CACHE", str(tmp_path))
+    monkeypatch.setenv("GPUCNN_EMULATOR_DEBUG", debug)  # whatever the caller's environment says
     source = 'extern "C" __global__ void fill(int* y) { y[threadIdx.x] = threadIdx.x; }\n'
     first = build.build(source, (), ["fill"])
     mtime = first.stat().st_mtime_ns
     assert build.build(source, (), ["fill"]) == first and first.stat().st_mtime_ns == mtime
     assert build.build(source, ("-DVARIANT=1",), ["fill"]) != first  # options are part of the key
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".so", ".so"]  # no build directory left behind
+    # A release build leaves no build directory behind; a debug build keeps its sources for the debugger.
+    builds = [p for p in tmp_path.iterdir() if not p.name.endswith(".so")]
+    assert len(list(tmp_path.glob("*.so"))) == 2
+    assert len(builds) == (2 if debug == "1" else 0) and all((b / "kernels.cu").is_file() for b in builds)
 
 
 def test_headers_through_include_paths_are_compiled_and_part_of_the_cache_key(tmp_path, monkeypatch):

@@ -241,7 +241,7 @@ def test_cuda_without_cupy_or_emulator_names_the_extra(monkeypatch):
     monkeypatch.delenv("GPUCNN_CUDA_EMULATOR", raising=False)
     monkeypatch.setattr(cuda, "_cupy", None)
     monkeypatch.setattr(cuda, "_cupy_error", ImportError("No module named 'cupy'"))
-    with pytest.raises(RuntimeError, match=re.escape("pip install gpucnn[cuda12]")):
+    with pytest.raises(RuntimeError, match=re.escape('pip install -e ".[cuda12]" (or ".[cuda13]") in a clone')):
         lenet_like().to("cuda")
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda', but got 'gpu'"):
         lenet_like().to("gpu")
@@ -275,3 +275,24 @@ def test_mixing_devices_is_a_clear_error(cuda_device, call, want):
 def test_bad_optimizer_arguments(make, want):
     with raises(want):
         make(lenet_like().parameters())
+
+
+def test_a_torch_tensor_is_refused_as_not_a_numpy_or_cupy_array(device):
+    torch = pytest.importorskip("torch")
+    with raises("Conv2d: expected input to be a numpy or cupy array, but got torch.Tensor"):
+        nn.Conv2d(1, 1, 1).to(device)(torch.zeros(1, 1, 2, 2))
+    with raises("relu: expected input to be a numpy or cupy array, but got list"):
+        F.relu([1.0])
+
+
+def test_flatten_backward_checks_dy_and_names_the_layer(device):
+    flatten = nn.Flatten()
+    flatten(zeros(2, 3, 4, device=device))
+    with raises("Flatten.backward: expected dy of the output's shape [2, 12] and dtype float32, but got dy of shape [2, 11]"):
+        flatten.backward(zeros(2, 11, device=device))
+    assert flatten.backward(zeros(2, 12, device=device)).shape == (2, 3, 4)
+
+
+def test_load_state_dict_of_none_is_a_clear_error():
+    with raises("Sequential.load_state_dict: expected state_dict to be dict-like, but got NoneType"):
+        nn.Sequential(nn.Linear(2, 1)).load_state_dict(None)

@@ -10,6 +10,7 @@ import pytest
 
 from gpucnn import checkpoint, data, evaluate, predict, train
 
+ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_second", "seconds")
 
 
@@ -57,12 +58,35 @@ def test_pytorch_loads_the_weights_and_computes_the_same_logits(short_run):
     np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_readme_pytorch_example_preprocesses_like_training(short_run):
+    """The README's PyTorch snippet, run on this run's checkpoint, gives gpucnn's logits."""
+    pytest.importorskip("torch")
+    import re
+
+    code = re.search(r"The weights load into PyTorch.*?```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)[1]
+    checkpoint_file = Path(checkpoint.latest(str(short_run))) / checkpoint.MODEL_FILE
+    code = re.sub(r'path = ".*?"', f"path = {str(checkpoint_file)!r}", code)
+    scope = {}
+    exec(compile(code, "README PyTorch example", "exec"), scope)
+    model, config = evaluate.load_trained(str(short_run), "cpu")
+    images = data.load("digits").x_test[:64]
+    expected = evaluate.predictions(model, images, config, 64, "cpu")
+    with scope["torch"].no_grad():
+        logits = scope["net"](scope["preprocess"](images)).numpy()
+    np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
+
+
 class Killed(BaseException):
     """Stands for the process dying during an epoch."""
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     flags = ["--epochs", "3", "--limit-train", "256", "--limit-test", "64", "--optimizer", "adam", "--seed", "5"]
+    assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags)
+
+
+def assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags):
+    """A run with `flags` killed in its third epoch, then resumed, ends as one never stopped."""
     assert run(tmp_path / "whole", *flags) == 0
 
     real_epoch, calls = train.run_epoch, []
@@ -115,10 +139,26 @@ def test_predict_matches_the_model_on_a_test_digit(short_run, tmp_path, capsys):
     assert [line.split(": ")[1].split(" ")[0] for line in lines] == [expected, expected]
 
 
+@pytest.mark.parametrize("ink", [0, 255], ids=["black-strokes", "white-strokes"])
+def test_predict_fills_a_transparent_ground_to_contrast_with_the_strokes(short_run, tmp_path, ink):
+    from PIL import Image
+
+    _, config = evaluate.load_trained(str(short_run), "cpu")
+    digit = data.load("digits").x_test[0, 0]
+    coverage = np.kron(digit.astype(np.float64) * 255 / 16, np.ones((4, 4))).round().astype(np.uint8)
+    Image.fromarray(coverage).save(tmp_path / "light_on_dark.png")
+    rgba = np.zeros((32, 32, 4), np.uint8)  # strokes of one colour; the ground transparent (and black below)
+    rgba[..., :3], rgba[..., 3] = ink, coverage
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "transparent.png")
+    expected = predict.load_image(str(tmp_path / "light_on_dark.png"), config)
+    assert expected.max() > 0
+    np.testing.assert_allclose(predict.load_image(str(tmp_path / "transparent.png"), config), expected, atol=0.2)
+
+
 def test_bad_inputs_are_clear_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         run(tmp_path, "--arch", "conv6k9")
-    assert e.value.code == 2 and "arch: 'conv6k9' leaves no output" in capsys.readouterr().err
+    assert e.value.code == 2 and "arch: 'conv6k9' (layer 1 of the spec) leaves no output" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run(tmp_path / "nothing", "--resume")
     assert "no checkpoint at" in capsys.readouterr().err
@@ -145,7 +185,7 @@ def test_resuming_from_a_foreign_training_state_is_a_clear_cli_error(tmp_path, c
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run(tmp_path / "cnn", "--resume", "--epochs", "2")
-    assert e.value.code == 2 and "SGD.load_state_dict: momentum_buffer of parameter" in capsys.readouterr().err
+    assert e.value.code == 2 and "does not belong to the model.safetensors beside it" in capsys.readouterr().err
 
 
 def test_a_net_without_convolutions_plots_its_curves_only(tmp_path, capsys):

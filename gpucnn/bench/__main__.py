@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import cuda, nn
 from ..backends import cpu
-from . import cases, report
+from . import cases, distributed, report
 from .rivals import Gpucnn, Torch, torch_version
 
 
@@ -43,6 +43,9 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, help="untimed calls per contestant before the rounds (default 2, --quick 1)")
     p.add_argument("--no-torch", action="store_true", help="time gpucnn alone even where PyTorch is installed")
     p.add_argument("--json", type=Path, help="where to write the results (default runs/bench/<device>-<time>.json)")
+    p.add_argument("--distributed", action="store_true",
+                   help="instead: data-parallel LeNet-5 training steps on MPI ranks (needs gpucnn[mpi]), see --ranks")
+    p.add_argument("--ranks", default="1,2", help="with --distributed: comma-separated rank counts (default 1,2); --threads are shared out among the ranks")
     args = p.parse_args(argv)
     try:
         args.threads = [int(t) for t in args.threads.split(",")] if args.threads else None
@@ -230,6 +233,8 @@ def device_name(device, gpucnn_rival):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distributed:
+        return distributed.run(args)
     device = args.device or default_device()
     cuda.check_device(device)
     all_cpus = cpu.get_num_threads()

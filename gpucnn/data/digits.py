@@ -6,18 +6,20 @@ is judged on the same 360 images and never trains on them.
 """
 import numpy as np
 
+from .. import extras
+
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
 def load_split(split):
     """(images uint8 0..16 (N, 1, 8, 8), labels int64 (N,)) of the 'train' or 'test' split."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    datasets = extras.require("sklearn.datasets", "scikit-learn", "train", "the digits data set")
+    model_selection = extras.require("sklearn.model_selection", "scikit-learn", "train", "the digits data set")
 
-    digits = load_digits()
+    digits = datasets.load_digits()
     images = digits.images.astype(np.uint8)[:, None]
     labels = digits.target.astype(np.int64)
-    train_x, test_x, train_y, test_y = train_test_split(
+    train_x, test_x, train_y, test_y = model_selection.train_test_split(
         images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED)
     return (train_x, train_y) if split == "train" else (test_x, test_y)

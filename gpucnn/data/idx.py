@@ -1,5 +1,9 @@
 """MNIST and Fashion-MNIST in their original IDX files (raw, or gzipped as distributed).
 
+The files go by their distributed names (train-images-idx3-ubyte), or with a dot before
+"idx" as some mirrors name them (train-images.idx3-ubyte), each with or without .gz; a
+gzipped file is recognized by its first bytes, whatever its name.
+
 An IDX file is two zero bytes, a type byte (0x08: unsigned byte), the number of
 dimensions, each dimension as a big-endian uint32, then the data row-major.
 Images are idx3 (N, 28, 28), labels idx1 (N,).
@@ -14,12 +18,15 @@ FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 UNSIGNED_BYTE = 0x08
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def read_bytes(path):
-    """The file's bytes, ungzipped when it ends in .gz; a truncated .gz is a ValueError."""
-    if not str(path).endswith(".gz"):
-        with open(path, "rb") as f:
+    """The file's bytes, ungzipped when they are gzip's (by their magic bytes, not the name); a
+    truncated gzip file is a ValueError."""
+    with open(path, "rb") as f:
+        if f.read(2) != GZIP_MAGIC:
+            f.seek(0)
             return f.read()
     try:
         with gzip.open(path, "rb") as f:
@@ -51,12 +58,13 @@ def read_idx(path, ndim):
 
 
 def find(data_dir, name):
-    """data_dir/name or data_dir/name.gz, whichever exists."""
-    for candidate in (name, name + ".gz"):
+    """data_dir/name, or its dot-named variant (train-images.idx3-ubyte), either with .gz: the first that exists."""
+    dotted = name.replace("-idx", ".idx")
+    for candidate in (name, name + ".gz", dotted, dotted + ".gz"):
         path = os.path.join(data_dir, candidate)
         if os.path.exists(path):
             return path
-    raise FileNotFoundError(f"{os.path.join(data_dir, name)}[.gz] not found")
+    raise FileNotFoundError(f"{os.path.join(data_dir, name)}[.gz] not found (nor {dotted}[.gz])")
 
 
 def load_split(data_dir, split):

@@ -6,8 +6,12 @@
 
 The source is compiled as C++ by g++ with a small header (cuda_host.h) that defines the
 CUDA vocabulary; launch.h runs each block's threads as fibers meeting at __syncthreads().
-See docs/emulator.md.
+RawModule(..., sanitize=True), or GPUCNN_EMULATOR_SANITIZE=1, turns on the checking mode:
+out-of-bounds and misaligned accesses, races, uninitialized reads and barrier misuse end the
+launch with a `KernelError` naming the check, the threads and the address. See docs/emulator.md.
 """
-from .module import RawKernel, RawModule
+from .build import sanitize_enabled
+from .memory import mark_uninitialized
+from .module import KernelError, RawKernel, RawModule
 
-__all__ = ["RawKernel", "RawModule"]
+__all__ = ["KernelError", "RawKernel", "RawModule", "mark_uninitialized", "sanitize_enabled"]

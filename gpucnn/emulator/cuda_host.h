@@ -22,12 +22,17 @@
 #include <math.h>
 #include <type_traits>
 
+// The emulator's own functions: never instrumented by the checking mode (sanitizer.h),
+// which checks the kernel code's accesses only.
+#define GPUCNN_EMU_RUNTIME __attribute__((no_sanitize_thread))
+
 #define __global__
 #define __device__
 #define __host__
 #define __constant__
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
+// __launch_bounds__ is enforced at launch: build.py adds a check to each kernel's body.
 #define __launch_bounds__(...)
 #define __align__(n) alignas(n)
 // __restrict__ is GCC's own keyword already.
@@ -41,6 +46,9 @@ struct dim3 {
     unsigned int x, y, z;
     constexpr dim3(unsigned int x = 1, unsigned int y = 1, unsigned int z = 1) : x(x), y(y), z(z) {}
 };
+// A GPU loads and stores a vector type whole, so its address must be a multiple of its size.
+// The checking mode sees each copy as one access of that size (build.py keeps the compiler
+// from splitting it into members) and checks the alignment.
 struct alignas(8) float2 { float x, y; };
 struct alignas(16) float4 { float x, y, z, w; };
 struct alignas(16) double2 { double x, y; };
@@ -86,12 +94,36 @@ inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigne
 inline int __ffs(int x) { return __builtin_ffs(x); }
 
 // Atomics: no other thread runs between the read and the write (see the top of this file).
-template <class T> inline T atomicAdd(T* p, std::type_identity_t<T> v) { T old = *p; *p = old + v; return old; }
-template <class T> inline T atomicSub(T* p, std::type_identity_t<T> v) { T old = *p; *p = old - v; return old; }
-template <class T> inline T atomicMax(T* p, std::type_identity_t<T> v) { T old = *p; *p = old > v ? old : v; return old; }
-template <class T> inline T atomicMin(T* p, std::type_identity_t<T> v) { T old = *p; *p = old < v ? old : v; return old; }
-template <class T> inline T atomicExch(T* p, std::type_identity_t<T> v) { T old = *p; *p = v; return old; }
-template <class T> inline T atomicCAS(T* p, std::type_identity_t<T> compare, std::type_identity_t<T> v) {
+// The checking mode sees each as one atomic access, which never races with another atomic.
+namespace gpucnn_emu {
+template <class T> struct same { using type = T; };  // std::type_identity, which is C++20
+#ifdef GPUCNN_EMU_SANITIZE
+enum Access : unsigned char;
+GPUCNN_EMU_RUNTIME inline void check_access(const void* p, std::size_t size, Access access, const void* pc, bool natural);
+#define GPUCNN_EMU_ATOMIC(p) gpucnn_emu::check_access(p, sizeof *p, gpucnn_emu::Access(2), __builtin_return_address(0), true)
+#else
+#define GPUCNN_EMU_ATOMIC(p) (void)0
+#endif
+}  // namespace gpucnn_emu
+template <class T> GPUCNN_EMU_RUNTIME inline T atomicAdd(T* p, typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p); T old = *p; *p = old + v; return old;
+}
+template <class T> GPUCNN_EMU_RUNTIME inline T atomicSub(T* p, typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p); T old = *p; *p = old - v; return old;
+}
+template <class T> GPUCNN_EMU_RUNTIME inline T atomicMax(T* p, typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p); T old = *p; *p = old > v ? old : v; return old;
+}
+template <class T> GPUCNN_EMU_RUNTIME inline T atomicMin(T* p, typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p); T old = *p; *p = old < v ? old : v; return old;
+}
+template <class T> GPUCNN_EMU_RUNTIME inline T atomicExch(T* p, typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p); T old = *p; *p = v; return old;
+}
+template <class T>
+GPUCNN_EMU_RUNTIME inline T atomicCAS(T* p, typename gpucnn_emu::same<T>::type compare,
+                                      typename gpucnn_emu::same<T>::type v) {
+    GPUCNN_EMU_ATOMIC(p);
     T old = *p;
     if (old == compare) *p = v;
     return old;

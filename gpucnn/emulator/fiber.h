@@ -44,7 +44,7 @@ gpucnn_emu_switch:
 
 // Lays out the stack so that the first switch to `context` pops six zero registers and
 // "returns" into entry, with the stack aligned as after a call. entry must never return.
-inline void start_context(Context& context, void* stack, size_t size, void (*entry)()) {
+GPUCNN_EMU_RUNTIME inline void start_context(Context& context, void* stack, size_t size, void (*entry)()) {
     auto top = (reinterpret_cast<std::uintptr_t>(stack) + size) & ~std::uintptr_t(15);
     auto* slots = reinterpret_cast<void**>(top);
     slots[-1] = nullptr;                           // entry's (absent) return address
@@ -53,7 +53,7 @@ inline void start_context(Context& context, void* stack, size_t size, void (*ent
     context.sp = slots - 8;
 }
 
-inline void switch_context(Context& from, Context& to) { gpucnn_emu_switch(&from.sp, to.sp); }
+GPUCNN_EMU_RUNTIME inline void switch_context(Context& from, Context& to) { gpucnn_emu_switch(&from.sp, to.sp); }
 
 }  // namespace gpucnn_emu
 
@@ -67,7 +67,7 @@ struct Context {
     ucontext_t state;
 };
 
-inline void start_context(Context& context, void* stack, size_t size, void (*entry)()) {
+GPUCNN_EMU_RUNTIME inline void start_context(Context& context, void* stack, size_t size, void (*entry)()) {
     getcontext(&context.state);
     context.state.uc_stack.ss_sp = stack;
     context.state.uc_stack.ss_size = size;
@@ -75,7 +75,7 @@ inline void start_context(Context& context, void* stack, size_t size, void (*ent
     makecontext(&context.state, entry, 0);
 }
 
-inline void switch_context(Context& from, Context& to) { swapcontext(&from.state, &to.state); }
+GPUCNN_EMU_RUNTIME inline void switch_context(Context& from, Context& to) { swapcontext(&from.state, &to.state); }
 
 }  // namespace gpucnn_emu
 

@@ -13,7 +13,7 @@ namespace gpucnn_emu {
 [[noreturn]] inline void device_assert_failed(const char* expr, const char* file, unsigned line) {
     char message[512];
     std::snprintf(message, sizeof message, "device-side assert triggered: %s:%u: assert(%s) failed", file, line, expr);
-    fail(message);
+    fail("assert", message);
 }
 
 }  // namespace gpucnn_emu
@@ -35,35 +35,82 @@ struct Call {
     void (*kernel)(A...);
     const std::uint64_t* slots;
     template <size_t... I>
-    void operator()(std::index_sequence<I...>) const {
+    GPUCNN_EMU_RUNTIME void operator()(std::index_sequence<I...>) const {
         kernel(*reinterpret_cast<const std::remove_cv_t<A>*>(slots + I)...);
     }
-    static void run(const void* self) { (*static_cast<const Call*>(self))(std::index_sequence_for<A...>{}); }
+    GPUCNN_EMU_RUNTIME static void run(const void* self) {
+        (*static_cast<const Call*>(self))(std::index_sequence_for<A...>{});
+    }
+};
+
+// The limit on static plus dynamic shared memory, checked after the first block (the sizes
+// of a kernel's static __shared__ variables are known once it has run).
+GPUCNN_EMU_RUNTIME inline bool shared_memory_fits(size_t dynamic) {
+    const size_t fixed = static_shared_bytes();
+    if (fixed > max_static_shared_bytes)
+        std::snprintf(last_error, sizeof last_error,
+                      "launch: the kernel declares %zu bytes of static __shared__ memory, more than the %zu a "
+                      "kernel may have (ptxas refuses it)",
+                      fixed, max_static_shared_bytes);
+    else if (fixed + dynamic > max_dynamic_shared_bytes)
+        std::snprintf(last_error, sizeof last_error,
+                      "launch: %zu bytes of static and %zu of dynamic shared memory exceed the %zu a block may "
+                      "use without an opt-in",
+                      fixed, dynamic, max_dynamic_shared_bytes);
+    else
+        return true;
+    std::snprintf(last_check, sizeof last_check, "launch");
+    return false;
+}
+
+// CuPy compiles every kernel with -ftz=true: single-precision arithmetic flushes subnormal
+// inputs and results to zero. `flush` (set by Python for kernels whose floating parameters
+// are all float) does the same with the SSE control bits FTZ and DAZ.
+// (Elsewhere than x86 subnormals are kept: results then differ from a GPU's in them only.)
+struct FlushSubnormals {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned saved = __builtin_ia32_stmxcsr();
+    explicit FlushSubnormals(bool flush) {
+        if (flush) __builtin_ia32_ldmxcsr(saved | 0x8040u);
+    }
+    ~FlushSubnormals() { __builtin_ia32_ldmxcsr(saved); }
+#else
+    explicit FlushSubnormals(bool) {}
+#endif
 };
 
 // grid and block are 3 positive ints each, slots hold one value per kernel parameter;
 // Python has checked all of them and holds a lock, so launches never overlap. Returns 0, or
-// 1 with last_error set.
+// 1 with last_error and last_check set.
 template <class... A>
-int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block, const std::uint64_t* slots,
-           size_t shared) {
+GPUCNN_EMU_RUNTIME int launch(void (*kernel)(A...), const unsigned* grid, const unsigned* block,
+                              const std::uint64_t* slots, size_t shared, unsigned flags) {
     const Call<A...> call{kernel, slots};
     gridDim = dim3(grid[0], grid[1], grid[2]);
     blockDim = dim3(block[0], block[1], block[2]);
     threads_per_block = block[0] * block[1] * block[2];
     thread_body = &Call<A...>::run;
     thread_closure = &call;
+    launching = reinterpret_cast<const void*>(kernel);
     shared_bytes = shared;
     // Past the launch's shared_mem lies memory a GPU would not give the kernel: all-ones too.
-    std::memset(shared_buffer + shared, 0xff, sizeof shared_buffer - shared);
+    std::memset(shared_buffer + shared, 0xff, max_dynamic_shared_bytes - shared);
+#ifdef GPUCNN_EMU_SANITIZE
+    dynamic_region.size = shared;
+#endif
     aborted = false;
-    last_error[0] = '\0';
+    last_error[0] = last_check[0] = '\0';
+    const FlushSubnormals ftz(flags & 1u);
     bool ok = true;
+    std::uint32_t serial = 0;
     for (unsigned z = 0; ok && z < grid[2]; ++z)
         for (unsigned y = 0; ok && y < grid[1]; ++y)
-            for (unsigned x = 0; ok && x < grid[0]; ++x) {
+            for (unsigned x = 0; ok && x < grid[0]; ++x, ++serial) {
                 blockIdx = uint3{x, y, z};
-                ok = run_block();
+#ifdef GPUCNN_EMU_SANITIZE
+                start_block_checks(serial, threads_per_block);
+#endif
+                ok = run_block() && (serial > 0 || shared_memory_fits(shared));
             }
     std::fflush(stdout);  // kernel printf output appears at the end of its launch, as with CUDA
     return ok ? 0 : 1;
@@ -118,3 +165,23 @@ const char* signature(void (*)(A...)) {
 #define GPUCNN_EMU_EXPORT extern "C" __attribute__((visibility("default")))
 
 GPUCNN_EMU_EXPORT const char* gpucnn_emu_last_error() { return gpucnn_emu::last_error; }
+GPUCNN_EMU_EXPORT const char* gpucnn_emu_last_check() { return gpucnn_emu::last_check; }
+
+#ifdef GPUCNN_EMU_SANITIZE
+GPUCNN_EMU_EXPORT std::uintptr_t gpucnn_emu_last_pc() { return gpucnn_emu::last_pc; }
+
+// The next launch's global memory: per pointer argument (or group of aliasing arguments),
+// name, data, size, redzone bytes on each side, written-byte shadow, granule shadow.
+GPUCNN_EMU_EXPORT void gpucnn_emu_set_regions(const std::uint64_t* table, unsigned count) {
+    using namespace gpucnn_emu;
+    ++region_generation;
+    argument_region_count = count < max_argument_regions ? count : max_argument_regions;
+    for (unsigned i = 0; i < argument_region_count; ++i) {
+        const std::uint64_t* row = table + 6 * i;
+        auto* data = reinterpret_cast<unsigned char*>(row[1]);
+        argument_regions[i] = {reinterpret_cast<const char*>(row[0]), data - row[3], data, row[2], data + row[2] + row[3],
+                               reinterpret_cast<unsigned char*>(row[4]), reinterpret_cast<Granule*>(row[5]),
+                               argument_region};
+    }
+}
+#endif

@@ -4,15 +4,22 @@ Every launch is checked the way a GPU does not check it: grid and block sizes ag
 limits, and each argument against the kernel's parameter list as C++ declared it. A real
 RawKernel turns a Python int into a long long and a Python float into a double, and ignores
 an array's strides; each of those silently corrupts a launch, so here each is a TypeError.
+
+In the checking mode (`sanitize=True`, or GPUCNN_EMULATOR_SANITIZE=1; see sanitizer.h) each
+launch runs on copies of its array arguments, each in a buffer of its own between redzones,
+with shadows that record which bytes were written and by whom; what the kernel wrote is
+copied back afterwards.
 """
 import ctypes
 import functools
 import re
+import shutil
+import subprocess
 import threading
 
 import numpy as np
 
-from . import build
+from . import build, memory
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_BLOCK = (1024, 1024, 64)
@@ -21,6 +28,21 @@ MAX_DYNAMIC_SHARED_BYTES = 48 * 1024
 # A compiled module keeps its scheduler state in globals, and ctypes releases the GIL during
 # a call: launches from several Python threads take turns.
 _LAUNCH_LOCK = threading.Lock()
+# Launch flag: flush float32 subnormals to zero, as CuPy's -ftz=true makes a GPU do.
+_FLUSH_SUBNORMALS = 1
+
+
+class KernelError(RuntimeError):
+    """A launch that a GPU would fail, or that the checking mode caught doing something wrong.
+
+    `check` names what was found: "out-of-bounds", "misaligned", "race", "uninitialized",
+    "barrier", "launch" or "assert"; `kernel` the kernel; `line` the source line of the
+    offending access, where known.
+    """
+
+    def __init__(self, message, check, kernel, line=None):
+        super().__init__(message)
+        self.check, self.kernel, self.line = check, kernel, line
 
 
 class RawModule:
@@ -30,7 +52,7 @@ class RawModule:
     extern "C" kernels are found by their plain name, as in CuPy.
     """
 
-    def __init__(self, code=None, *, path=None, options=(), name_expressions=None):
+    def __init__(self, code=None, *, path=None, options=(), name_expressions=None, sanitize=None):
         if path is not None or code is None:
             raise ValueError(
                 "RawModule: the CUDA emulator compiles CUDA source text, pass it as code=...; "
@@ -38,13 +60,23 @@ class RawModule:
             )
         self.code = code
         self.options = tuple(options)
+        self.sanitize = build.sanitize_enabled() if sanitize is None else bool(sanitize)
         self.name_expressions = tuple(name_expressions or ())
         self._entries = list(dict.fromkeys([*build.extern_c_kernels(code), *self.name_expressions]))
         self._kernels = {}
 
     @functools.cached_property
+    def _path(self):
+        return build.build(self.code, self.options, self._entries, self.sanitize)
+
+    @functools.cached_property
     def _library(self):
-        return ctypes.CDLL(str(build.build(self.code, self.options, self._entries)))
+        return ctypes.CDLL(str(self._path))
+
+    @functools.cached_property
+    def _declarations(self):
+        """Each kernel's declaration in the source, by name (for argument names in reports)."""
+        return {kernel.name: kernel for kernel in build.kernels(self.code)}
 
     def get_function(self, name):
         if name not in self._entries:
@@ -54,16 +86,17 @@ class RawModule:
                 f"(a template kernel, or one not declared extern \"C\", must be listed in name_expressions)"
             )
         if name not in self._kernels:
-            self._kernels[name] = RawKernel(self._library, self._entries.index(name), name)
+            self._kernels[name] = RawKernel(self, self._entries.index(name), name)
         return self._kernels[name]
 
 
 class Parameter:
     """One kernel parameter as the compiled wrapper describes it."""
 
-    def __init__(self, kernel, index, line):
+    def __init__(self, kernel, index, line, name):
         self.kind, constness, dtype, pretty_function = line.split("|", 3)
         self.cpp_type = re.search(r"\[with P = (.*?)[;\]]", pretty_function).group(1)
+        self.name = name
         self.where = f"{kernel}: argument {index} (parameter type {self.cpp_type})"  # for error messages
         self.const = constness == "const"
         # void* and pointers to structs (float4*, ...) take an array of any dtype.
@@ -73,16 +106,26 @@ class Parameter:
 class RawKernel:
     """One kernel of a RawModule: `kernel(grid, block, args, shared_mem=0)`."""
 
-    def __init__(self, library, index, name):
+    def __init__(self, module, index, name):
+        library = module._library
         self.name = name
+        self._module = module
         self._launch = getattr(library, f"gpucnn_emu_launch_{index}")
         self._launch.restype = ctypes.c_int
-        self._launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        self._launch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
         self._last_error = library.gpucnn_emu_last_error
         self._last_error.restype = ctypes.c_char_p
+        self._last_check = library.gpucnn_emu_last_check
+        self._last_check.restype = ctypes.c_char_p
         describe = getattr(library, f"gpucnn_emu_signature_{index}")
         describe.restype = ctypes.c_char_p
-        self.parameters = [Parameter(name, i, line) for i, line in enumerate(describe().decode().splitlines())]
+        declaration = module._declarations.get(name.split("<")[0].strip())
+        self.parameters = [
+            Parameter(name, i, line, declaration.parameter_name(i) if declaration else f"#{i}")
+            for i, line in enumerate(describe().decode().splitlines())
+        ]
+        floats = {p.dtype for p in self.parameters if p.dtype is not None and p.dtype.kind == "f"}
+        self._flags = _FLUSH_SUBNORMALS if floats == {np.dtype(np.float32)} else 0
 
     def __call__(self, grid, block, args, *, shared_mem=0):
         grid = _dims(self.name, "grid", grid, MAX_GRID)
@@ -100,10 +143,40 @@ class RawKernel:
             )
         slots = self._argument_slots(args)
         with _LAUNCH_LOCK:
-            failed = self._launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), slots.ctypes.data,
-                                  int(shared_mem))
+            if self._module.sanitize:
+                with memory.Checked(self._module._library, self.parameters, args, slots):
+                    failed = self._run(grid, block, slots, shared_mem)
+            else:
+                failed = self._run(grid, block, slots, shared_mem)
+            if failed:
+                check = self._last_check().decode() or "launch"
+                message, line = self._last_error().decode(), None
+                if self._module.sanitize:
+                    line = self._source_line()
+                    if line:
+                        message += f"\n  at line {line} of the kernel source: {self._module.code.splitlines()[line - 1].strip()}"
         if failed:
-            raise RuntimeError(f"{self.name}: {self._last_error().decode()}")
+            raise KernelError(f"{self.name}: {message}", check, self.name, line)
+
+    def _run(self, grid, block, slots, shared_mem):
+        return self._launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), slots.ctypes.data,
+                            int(shared_mem), self._flags)
+
+    def _source_line(self):
+        """The kernel-source line of the access the checking mode reported, from the debug
+        information (addr2line), or None."""
+        pc_of = self._module._library.gpucnn_emu_last_pc
+        pc_of.restype = ctypes.c_uint64
+        pc = pc_of()
+        if not pc or shutil.which("addr2line") is None:
+            return None
+        result = subprocess.run(["addr2line", "-i", "-e", str(self._module._path), hex(pc)], capture_output=True,
+                                text=True)
+        for location in result.stdout.splitlines():  # innermost inlined frame first
+            match = re.match(r"(.*kernels\.cu):(\d+)", location)
+            if match:
+                return int(match.group(2))
+        return None
 
     def _argument_slots(self, args):
         """One 8-byte slot per parameter holding the exact bytes of its value: an array's data

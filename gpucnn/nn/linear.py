@@ -11,6 +11,7 @@ class Flatten(Module):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
         self._x_shape = None
+        self._y_meta = None  # (shape, dtype) of the output, which backward's dy must have
 
     def forward(self, x):
         checks.float_array("Flatten", "input", x)
@@ -25,10 +26,13 @@ class Flatten(Module):
         if start > end:
             raise ValueError(f"Flatten: start_dim {self.start_dim} comes after end_dim {self.end_dim} for input of shape {checks.shape_str(x.shape)}")
         self._x_shape = x.shape
-        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+        y = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1:])
+        self._y_meta = (y.shape, y.dtype)
+        return y
 
     def backward(self, dy):
-        return dy.reshape(self.saved("_x_shape"))
+        checks.gradient("Flatten", dy, *self.saved("_y_meta"))
+        return dy.reshape(self._x_shape)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,21 +1,15 @@
-"""NumPy max and average pooling (see `gpucnn.backends` for the contract).
+"""NumPy max and average pooling (see `gpucnn.backends` for the contract), with zero padding
+and PyTorch's ceil mode.
 
-Whole-array passes, one per offset in the window: the only Python loops run over the
-KH*KW offsets.
+Whole-array passes, one per offset in the window, over the input padded so that every
+window lies inside: the only Python loops run over the KH*KW offsets.
 """
 import itertools
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
-from ...checks import output_size
+from ...checks import pool_output_size, pool_padding, pool_plane
 from ._common import finite, scratch
-
-
-def _windows(x, kernel, stride):
-    """View of x (N, C, H, W) as (N, C, OH, OW, KH, KW) windows, every stride-th one."""
-    sh, sw = stride
-    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
 
 
 def _strided_slot(kernel_offset, stride, out_size):
@@ -23,60 +17,130 @@ def _strided_slot(kernel_offset, stride, out_size):
     return slice(kernel_offset, kernel_offset + stride * (out_size - 1) + 1, stride)
 
 
-def _offsets(x_shape, kernel, stride):
-    """(k, slots) for each in-window offset k = ky*KW+kx: the input pixels it covers, window by window."""
-    KH, KW = kernel
-    OH, OW = (output_size(s, k, st, 0) for s, k, st in zip(x_shape[2:], kernel, stride))
-    for ky in range(KH):
-        for kx in range(KW):
-            yield ky * KW + kx, (slice(None), slice(None), _strided_slot(ky, stride[0], OH), _strided_slot(kx, stride[1], OW))
+class _PoolLayout:
+    """Where a pooling's windows lie: on x padded by `padding` in front and, behind, by as much
+    as the last window (a ceil-mode one may reach past the padding) needs."""
+
+    def __init__(self, op, x_shape, kernel, stride, padding, ceil_mode):
+        pool_plane(op, x_shape)
+        pool_padding(op, kernel, padding)
+        self.x_shape, self.kernel, self.stride, self.padding = tuple(x_shape), kernel, stride, padding
+        self.out = tuple(pool_output_size(size, k, s, p, ceil_mode)
+                         for size, k, s, p in zip(x_shape[2:], kernel, stride, padding))
+        self.padded = tuple(max(size + p, (o - 1) * s + k)
+                            for size, k, s, p, o in zip(x_shape[2:], kernel, stride, padding, self.out))
+
+    @property
+    def padding_needed(self):
+        """Whether any window reaches past x."""
+        return any(self.padding) or self.padded != self.x_shape[2:]
+
+    def pad(self, x, fill):
+        """x inside a padded array of `fill`, for reading; x itself when the windows need no padding."""
+        (PH, PW), (H, W) = self.padding, self.x_shape[2:]
+        if not self.padding_needed:
+            return x
+        out = np.full(self.x_shape[:2] + self.padded, fill, dtype=x.dtype)
+        out[:, :, PH : PH + H, PW : PW + W] = x
+        return out
+
+    def crop(self, padded):
+        """The part of a padded array that is x's."""
+        (PH, PW), (H, W) = self.padding, self.x_shape[2:]
+        if not self.padding_needed:
+            return padded
+        return np.ascontiguousarray(padded[:, :, PH : PH + H, PW : PW + W])
+
+    def offsets(self):
+        """(k, slots) for each in-window offset k = ky*KW+kx: the padded positions it covers, window by window."""
+        (KH, KW), (SH, SW), (OH, OW) = self.kernel, self.stride, self.out
+        for ky in range(KH):
+            for kx in range(KW):
+                yield ky * KW + kx, (slice(None), slice(None), _strided_slot(ky, SH, OH), _strided_slot(kx, SW, OW))
+
+    def spans(self, axis):
+        """Per window along a spatial axis (0: rows), as pool2d.cu's Span: its start in x, and
+        the ends of its part inside x and inside x and its padding."""
+        size, k, s, p, o = self.x_shape[2 + axis], self.kernel[axis], self.stride[axis], self.padding[axis], self.out[axis]
+        start = np.arange(o) * s - p
+        return start, np.minimum(start + k, size), np.minimum(start + k, size + p)
+
+    def first_inside(self):
+        """Each window's in-window index of its first position inside x, (OH, OW)."""
+        (top, _, _), (left, _, _) = self.spans(0), self.spans(1)
+        return (np.maximum(-top, 0)[:, None] * self.kernel[1] + np.maximum(-left, 0)[None, :]).astype(np.int32)
+
+    def divisor(self, count_include_pad):
+        """What average pooling divides each window's sum by, as PyTorch, (OH, OW): see pool2d.cu."""
+        def lengths(axis):
+            start, end, padded_end = self.spans(axis)
+            return padded_end - start if count_include_pad else end - np.maximum(start, 0)
+        return np.multiply.outer(lengths(0), lengths(1))
 
 
-def max_pool2d_forward(x, kernel, stride):
-    """Max over each window; argmax is the in-window index ky*KW+kx of the first maximum.
+def max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False):
+    """Max over each window; argmax is the in-window index ky*KW+kx of the maximum, counted
+    from the window's corner in the padded input.
 
-    Whole-array passes, one per window offset: the max first, then the argmax as the
-    number of leading offsets that do not hold it, so the first maximum wins ties. NaN
-    propagates through np.maximum; a window whose max is NaN matches none of its values
-    and gets the index of its first NaN, as np.argmax would give.
+    PyTorch's rule, as pool2d.cu: scanning a window's positions in order from its first one
+    inside x, a value replaces the running maximum when greater or NaN. So the first maximum
+    wins a tie (-0.0 before 0.0 stays -0.0), the last NaN wins a window holding several, and
+    the padding (-inf) never wins. Whole-array passes, one per window offset, without masked
+    copies (several times slower than arithmetic): the argmax steps by replace * (k - argmax),
+    and the maximum is np.maximum's, NaN propagating, whose sign of zero is then set from x.
     """
-    slots = [s for _, s in _offsets(x.shape, kernel, stride)]
-    y = x[slots[0]].copy()
-    for s in slots[1:]:
-        np.maximum(y, x[s], out=y)
+    layout = _PoolLayout("max_pool2d_forward", x.shape, kernel, stride, padding, ceil_mode)
+    padded = layout.pad(x, -np.inf)
+    offsets = layout.offsets()
+    # Starting from the window's first offset, padding or not, picks as starting from its first
+    # position inside x: -inf replaces nothing and nothing but NaN replaces -inf.
+    y = padded[next(offsets)[1]].copy()
     argmax = np.zeros(y.shape, dtype=np.int32)
-    missed = np.not_equal(x[slots[0]], y)
-    for s in slots[1:]:
-        argmax += missed
-        missed &= np.not_equal(x[s], y)
-    if missed.any():
-        windows = _windows(x, kernel, stride)[missed]
-        argmax[missed] = np.isnan(windows.reshape(len(windows), -1)).argmax(axis=1)
+    if layout.padding_needed:
+        argmax[...] = layout.first_inside()
+    nan = bool(np.isnan(x).any())  # the NaN test only where it can matter
+    replace, step = np.empty(y.shape, dtype=bool), np.empty(y.shape, dtype=np.int32)
+    for k, s in offsets:
+        v = padded[s]
+        np.greater(v, y, out=replace)
+        if nan:
+            replace |= np.isnan(v)
+        np.subtract(k, argmax, out=step)
+        step *= replace
+        argmax += step
+        np.maximum(y, v, out=y)
+    zero = y == 0
+    if zero.any() and (np.signbit(x) & (x == 0)).any():  # -0.0 and 0.0 tie: the picked one's sign
+        n, c, oh, ow = np.nonzero(zero)
+        picked = argmax[zero]
+        y[zero] = padded[n, c, oh * stride[0] + picked // kernel[1], ow * stride[1] + picked % kernel[1]]
     return y, argmax
 
 
-def max_pool2d_backward(dy, argmax, x_shape, kernel, stride):
+def max_pool2d_backward(dy, argmax, x_shape, kernel, stride, padding=(0, 0), ceil_mode=False):
     """Route each window's gradient to its argmax; overlapping windows add up (seeds 001-003).
 
-    Overlapping windows add up by stride phases: the inputs r, r + S, ... of one residue r
-    take the offsets r, r + S, ..., each shifted by offset // S, so every add runs over a
-    compact array and each phase goes into dx once. Adding into dx's strided slots
-    instead ran 9x slower (3x3 windows, stride 2). A pixel's terms come in the same
+    Overlapping windows add up by stride phases: the (padded) inputs r, r + S, ... of one
+    residue r take the offsets r, r + S, ..., each shifted by offset // S, so every add
+    runs over a compact array and each phase goes into dx once. Adding into dx's strided
+    slots instead ran 9x slower (3x3 windows, stride 2). A pixel's terms come in the same
     order either way.
     """
+    layout = _PoolLayout("max_pool2d_backward", x_shape, kernel, stride, padding, ceil_mode)
     (KH, KW), (SH, SW) = kernel, stride
+    shape = tuple(x_shape[:2]) + layout.padded
     masks_multiply = finite(dy)
     if SH >= KH and SW >= KW:  # each input in at most one window: one write per offset
-        dx = np.zeros(x_shape, dtype=dy.dtype)
-        for k, slots in _offsets(x_shape, kernel, stride):
+        dx = np.zeros(shape, dtype=dy.dtype)
+        for k, slots in layout.offsets():
             if masks_multiply:
                 np.multiply(dy, argmax == k, out=dx[slots])
             else:
                 np.copyto(dx[slots], dy, where=argmax == k)
-        return dx
-    N, C, H, W = x_shape
+        return layout.crop(dx)
+    N, C, H, W = shape
     OH, OW = dy.shape[2:]
-    dx = np.empty(x_shape, dtype=dy.dtype)
+    dx = np.empty(shape, dtype=dy.dtype)
     for ry, rx in itertools.product(range(min(SH, H)), range(min(SW, W))):
         phase = scratch("pool_phase", (N, C, len(range(ry, H, SH)), len(range(rx, W, SW))), dy.dtype, zero=True)
         for ky, kx in itertools.product(range(ry, KH, SH), range(rx, KW, SW)):
@@ -88,17 +152,25 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel, stride):
             else:
                 np.add(target, dy, out=target, where=chosen)
         dx[:, :, ry::SH, rx::SW] = phase
-    return dx
+    return layout.crop(dx)
 
 
-def avg_pool2d_forward(x, kernel, stride):
-    return _windows(x, kernel, stride).mean(axis=(-2, -1))
+def avg_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    """Each window's sum (padding adds zeros), in pool2d.cu's order, over its divisor."""
+    layout = _PoolLayout("avg_pool2d_forward", x.shape, kernel, stride, padding, ceil_mode)
+    padded = layout.pad(x, 0)
+    offsets = layout.offsets()
+    total = padded[next(offsets)[1]].copy()
+    for _, s in offsets:
+        total += padded[s]
+    return total / layout.divisor(count_include_pad).astype(x.dtype)
 
 
-def avg_pool2d_backward(dy, x_shape, kernel, stride):
-    """Split each window's gradient evenly over its KH*KW inputs."""
-    share = dy / (kernel[0] * kernel[1])
-    dx = np.zeros(x_shape, dtype=dy.dtype)
-    for _, slots in _offsets(x_shape, kernel, stride):
+def avg_pool2d_backward(dy, x_shape, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True):
+    """Split each window's gradient evenly over its divisor's positions."""
+    layout = _PoolLayout("avg_pool2d_backward", x_shape, kernel, stride, padding, ceil_mode)
+    share = dy / layout.divisor(count_include_pad).astype(dy.dtype)
+    dx = np.zeros(x_shape[:2] + layout.padded, dtype=dy.dtype)
+    for _, slots in layout.offsets():
         dx[slots] += share
-    return dx
+    return layout.crop(dx)

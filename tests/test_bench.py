@@ -1,5 +1,6 @@
 """The benchmark runs end to end (so it cannot rot), and the NumPy path it made fast is exact."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,29 +23,69 @@ def test_bench_against_torch_writes_tables_and_same_losses(tmp_path, capsys):
     result = _run(tmp_path)
     out = capsys.readouterr().out
     assert "| lenet.conv2 " in out and "| lenet5.b128 " in out
-    layers = result["layers"]
+    (run,) = result["runs"]
+    layers = run["layers"]
     assert [(r["case"], r["op"]) for r in layers] == [
         (case, op) for case in ("lenet.conv2", "lenet.conv2.b1")
-        for op in ("forward", "backward_data", "backward_weight")]
+        for op in ("forward", "backward_data", "backward_weight", "forward+backward")]
     for r in layers:
         assert r["ratio"]["torch"] == pytest.approx(r["ms"]["gpucnn"] / r["ms"]["torch"])
         batch = 128 if r["case"] == "lenet.conv2" else 1
-        assert r["flops"] == 2 * batch * 16 * 10 * 10 * 6 * 5 * 5  # N * O * OH * OW * C * KH * KW
-    (train,) = result["training"]
+        ops = 3 if r["op"] == "forward+backward" else 1
+        assert r["flops"] == ops * 2 * batch * 16 * 10 * 10 * 6 * 5 * 5  # N * O * OH * OW * C * KH * KW
+    (train,) = run["training"]
     assert train["case"] == "lenet5.b128" and train["losses_agree"]
     assert train["images_per_s"]["torch"] == pytest.approx(128e3 / train["ms"]["torch"])
-    assert result["machine"]["torch"] and result["machine"]["threads"] == 2
+    assert result["machine"]["torch"] and run["threads"] == 2 and result["machine"]["threads"] == [2]
+    assert "2 threads: geometric mean of gpucnn/torch over 2 layers (forward+backward) and 1 training steps: " in out
+
+
+def test_every_round_is_kept_and_the_medians_are_theirs(tmp_path):
+    path = tmp_path / "bench.json"
+    assert main(["--only", "lenet.conv2.b1,lenet5.b128", "--repeat", "3", "--warmup", "0", "--no-torch",
+                 "--threads", "2", "--json", str(path)]) == 0
+    (run,) = json.loads(path.read_text())["runs"]
+    for r in run["layers"] + run["training"]:
+        wall, cpu_time = r["samples_ms"]["gpucnn"], r["cpu_samples_ms"]["gpucnn"]
+        assert len(wall) == len(cpu_time) == 3 and all(t > 0 for t in wall + cpu_time)
+        assert r["ms"]["gpucnn"] == pytest.approx(sorted(wall)[1])
+    by_op = {r["op"]: r["samples_ms"]["gpucnn"] for r in run["layers"]}
+    # forward+backward is each round's three ops added up
+    assert by_op["forward+backward"] == pytest.approx([sum(t) for t in zip(
+        by_op["forward"], by_op["backward_data"], by_op["backward_weight"])])
+
+
+def test_one_thread_runs_pinned_to_one_cpu_and_can_count_cpu_time(tmp_path, capsys):
+    before = os.sched_getaffinity(0)
+    result = _run(tmp_path, "--no-torch", "--threads", "1", "--clock", "cpu")
+    (run,) = result["runs"]
+    assert run["threads"] == 1 and "pinned to CPU" in run["thread_setup"]
+    assert os.sched_getaffinity(0) == before  # given back afterwards
+    assert result["machine"]["clock"] == "cpu"
+    for r in run["layers"]:
+        assert r["ms"]["gpucnn"] == pytest.approx(sorted(r["cpu_samples_ms"]["gpucnn"])[0])
+
+
+def test_the_default_on_the_cpu_is_one_core_then_all(tmp_path, monkeypatch):
+    monkeypatch.setattr(cpu_common, "_threads", 2)
+    path = tmp_path / "bench.json"
+    assert main(["--only", "lenet.conv2.b1", "--repeat", "1", "--warmup", "0", "--no-torch", "--json", str(path)]) == 0
+    assert [run["threads"] for run in json.loads(path.read_text())["runs"]] == [1, 2]
 
 
 def test_bench_without_torch_times_gpucnn_alone(tmp_path, capsys):
     result = _run(tmp_path, "--no-torch")
     assert "torch ms" not in capsys.readouterr().out
-    assert all(set(r["ms"]) == {"gpucnn"} and r["ratio"] == {} for r in result["layers"] + result["training"])
+    (run,) = result["runs"]
+    assert all(set(r["ms"]) == {"gpucnn"} and r["ratio"] == {} for r in run["layers"] + run["training"])
     assert result["machine"]["torch"] is None
 
 
 @pytest.mark.parametrize("flags, want", [(["--repeat", "0"], "--repeat must be positive, got 0"),
-                                         (["--warmup", "-1"], "--warmup must be non-negative, got -1")])
+                                         (["--warmup", "-1"], "--warmup must be non-negative, got -1"),
+                                         (["--threads", "1,0"], "--threads must be positive, got 1,0"),
+                                         (["--threads", "two"], "--threads must be comma-separated whole numbers"),
+                                         (["--clock", "cpu"], "--clock cpu needs --threads 1")])
 def test_bad_round_counts_are_cli_errors(flags, want, capsys):
     with pytest.raises(SystemExit) as e:
         main(flags)
@@ -65,7 +106,8 @@ def test_bench_on_device_cuda_runs_through_the_emulator(tmp_path, monkeypatch):
                  "--repeat", "1", "--warmup", "0", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["machine"]["device"] == "cuda" and "emulator" in result["machine"]["device_name"]
-    assert len(result["layers"]) == 3 and result["training"][0]["losses"]["gpucnn"][0] > 0
+    (run,) = result["runs"]
+    assert len(run["layers"]) == 4 and run["training"][0]["losses"]["gpucnn"][0] > 0
 
 
 def _reference_conv(x, w, stride, padding):
@@ -86,12 +128,14 @@ def _reference_conv(x, w, stride, padding):
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
     ((3, 2, 9, 11), (4, 2, 3, 3), (1, 1), (1, 1)),
     ((2, 3, 11, 10), (5, 3, 5, 3), (3, 2), (2, 0)),   # uneven strides
-    ((2, 1, 7, 4), (2, 1, 2, 1), (2, 3), (0, 1)),     # SH*W not a multiple of SW: the wide rows get spare columns
+    ((2, 1, 7, 4), (2, 1, 2, 1), (2, 3), (0, 1)),     # stride > kernel: phases of backward-data that no tap reaches
     ((2, 2, 1, 40), (3, 2, 1, 7), (1, 4), (0, 3)),    # 1D, as Conv1d runs it
+    ((2, 30, 4, 4), (40, 30, 3, 3), (1, 1), (1, 1)),  # stride 1 on exact positions: a small map, many taps
 ])
 def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
     """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""
     monkeypatch.setattr(cpu_conv, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(cpu_conv, "TILE_POSITIONS", 1)
     monkeypatch.setattr(cpu_common, "_threads", 2)
     monkeypatch.setattr(cpu_common, "PARALLEL_MACS", 0)
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """What the benchmark times: single layers of well-known networks, and whole training steps.
 
-The shapes are the ones issue 5 lists; each case carries the work it does (FLOPs) and
+The shapes are well-known networks' (and smaller batches of them for one core); each case carries the work it does (FLOPs) and
 the least memory traffic it needs (each input read once, each output written once), from
 which the report derives FLOP/s and GB/s.
 """
@@ -51,10 +51,13 @@ class Conv:
         OH, OW = self.out_hw
         x, y = self.N * self.C * self.H * self.W, self.N * self.O * OH * OW
         w = self.O * self.C * self.kernel[0] * self.kernel[1]
-        return itemsize * {"forward": x + w + y, "backward_data": y + w + x, "backward_weight": x + y + w}[op]
+        # every op reads two of x, w and y and writes the third; all three ops together, thrice that
+        return itemsize * (x + w + y) * (len(CONV_OPS) if op == FORWARD_BACKWARD else 1)
 
 
 CONV_OPS = ("forward", "backward_data", "backward_weight")
+# Each layer's ops of one round added up: what the layer costs in a training step.
+FORWARD_BACKWARD = "forward+backward"
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,8 @@ class Pool:
     def bytes(self, op, itemsize=4):
         x = self.N * self.C * self.H * self.W
         y = self.N * self.C * self.out_hw[0] * self.out_hw[1]
-        return itemsize * (x + 2 * y)  # x, y and the int32 argmax; backward: dy, argmax and dx
+        # x, y and the int32 argmax; backward: dy, argmax and dx
+        return itemsize * (x + 2 * y) * (len(POOL_OPS) if op == FORWARD_BACKWARD else 1)
 
 
 POOL_OPS = ("forward", "backward")
@@ -97,6 +101,10 @@ LAYERS = [
     Conv("resnet.stem", 32, 3, 64, 224, 224, 7, stride=2, padding=3),
     Conv("resnet.1x1", 32, 256, 64, 56, 56, 1),
     Conv("audio.conv1d", 32, 1, 32, 1, 16000, 80, stride=4, nd=1),
+    # Smaller batches of the same kinds of layer, sized for one core
+    Conv("resnet.stem.b8", 8, 3, 64, 112, 112, 7, stride=2, padding=3),
+    Conv("audio.conv1d.b8", 8, 1, 32, 1, 16000, 80, stride=4, nd=1),
+    Conv("vgg.conv64-64.b16", 16, 64, 64, 32, 32, 3, padding=1),
     Pool("vgg.maxpool2", 128, 64, 32, 32, 2, 2),
     Pool("resnet.maxpool3s2", 32, 64, 112, 112, 3, 2),
 ]
@@ -164,7 +172,9 @@ class Train:
 
 TRAINING = [
     Train("lenet5.b128", lenet5, 128, 1, 28, 28),
+    Train("lenet5.b512", lenet5, 512, 1, 28, 28),
     Train("lenet5.b1024", lenet5, 1024, 1, 28, 28),
+    Train("vgg-cifar.b32", vgg_cifar, 32, 3, 32, 32),
     Train("vgg-cifar.b256", vgg_cifar, 256, 3, 32, 32),
     Train("resnet20.b128", resnet20, 128, 3, 32, 32),
 ]

@@ -46,8 +46,11 @@ def run(args):
     steps, warmup = args.repeat * 4, max(args.warmup, 1)
     load_start = report.load_average()
     rows = []
+    # --threads in all (the largest count given; default the CPUs this process may use),
+    # shared out among the ranks
+    total = max(args.threads) if args.threads else cpu.get_num_threads()
     for n in ranks:
-        threads = max(1, args.threads // n)  # --threads in all, shared out among the ranks
+        threads = max(1, total // n)
         for scaling, batch in (("strong", CASE.N // n), ("weak", CASE.N)):
             if scaling == "weak" and n == 1:
                 continue  # the same job as strong with one rank

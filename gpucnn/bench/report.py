@@ -1,5 +1,6 @@
 """The benchmark's report: the machine it ran on, the tables on stdout, the JSON file."""
 import json
+import math
 import os
 import platform
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 from .. import __version__
+from .cases import FORWARD_BACKWARD
 
 # Dense peak rates of the GPUs we run on (NVIDIA data sheets): fp32 and TF32 FLOP/s, bytes/s.
 GPU_PEAKS = {
@@ -52,7 +54,6 @@ def machine(device, device_name, threads, torch_version, cupy_version):
         "cupy": cupy_version,
         "platform": platform.platform(),
         "blas": blas_info(),
-        "load_average_at_start": load_average(),
     }
 
 
@@ -111,6 +112,18 @@ def train_table(results, rivals):
             row += [" ".join(f"{l:.6f}" for l in res["losses"].get(rivals[0], []))]
         rows.append(row)
     return _table(header, rows)
+
+
+def geometric_mean_line(run, rival):
+    """The geometric mean of gpucnn / rival over a run's layers (forward and backward added
+    up) and training steps: the one number that says who is faster on these cases."""
+    layers = [r["ratio"][rival] for r in run["layers"] if r["op"] == FORWARD_BACKWARD]
+    steps = [r["ratio"][rival] for r in run["training"]]
+    if not layers + steps:
+        return ""
+    mean = math.exp(sum(math.log(r) for r in layers + steps) / len(layers + steps))
+    return (f"{run['threads']} thread{'s' * (run['threads'] > 1)}: geometric mean of gpucnn/{rival} over "
+            f"{len(layers)} layers (forward+backward) and {len(steps)} training steps: {mean:.2f}")
 
 
 def write_json(path, report):

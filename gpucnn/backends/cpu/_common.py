@@ -73,14 +73,21 @@ def on_tiles(work, tiles, macs_per_position):
 
     A thin product (few multiply-adds per output position: LeNet's layers) leaves a tile
     mostly copying memory, and two threads copying run no faster than one (measured on
-    a 2-CPU VM: 10-50% slower), so those tiles stay on the calling thread. Meanwhile
-    the threads keep the cores busy and BLAS runs single-threaded: its threads on top of
-    ours would fight for the same cores (and OpenBLAS's spin while they wait), which
-    made a convolution several times slower, not faster.
+    a 2-CPU VM: 10-50% slower, and again no faster on 2026-12-02), so those tiles stay on
+    the calling thread. Meanwhile the threads keep the cores busy and BLAS runs
+    single-threaded: its threads on top of ours would fight for the same cores (and
+    OpenBLAS's spin while they wait), which made a convolution several times slower, not
+    faster. Thin tiles run with single-threaded BLAS too: their many small products each
+    woke BLAS's sleeping threads, which made LeNet's step at batch 512 on two threads 5x
+    slower (968 against 184 ms) once idle threads sleep (OPENBLAS_THREAD_TIMEOUT=4, the
+    bench's setting). Only a single thick product is left to BLAS's own threads.
     """
-    if _threads == 1 or len(tiles) == 1 or macs_per_position < PARALLEL_MACS:
-        return [work(t) for t in tiles]
+    thick = macs_per_position >= PARALLEL_MACS
+    if thick and len(tiles) == 1:  # one large product: BLAS's own threads share it out
+        return [work(tiles[0])]
     with _single_threaded_blas():
+        if _threads == 1 or len(tiles) == 1 or not thick:
+            return [work(t) for t in tiles]
         return list(_executor().map(work, tiles))
 
 

@@ -1,20 +1,40 @@
 """NumPy convolution (see `gpucnn.backends` for the contract).
 
-A convolution gathers the input windows of one tile of its output into an im2col matrix
-and multiplies with BLAS; the only Python loops run over tiles. A tile is sized to stay
-in the CPU's cache, so the KH*KW-times-larger matrix of all windows never exists; the
-tiles are shared out over a few threads (`set_num_threads`).
+A convolution gathers the input windows of one tile of its output (several whole
+samples, or rows of one) into an im2col matrix and multiplies it with the filters in one
+batched matmul (BLAS, one product per sample or one for the whole tile); the only Python
+loops run over tiles and, in backward-data, over the stride phases and filter taps. A
+tile is bounded (TILE_BYTES), so the KH*KW-times-larger matrix of all windows never
+exists; the tiles are shared out over a few threads (`set_num_threads`).
 """
+import itertools
 import math
+from collections import namedtuple
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...checks import output_size
-from ._common import on_tiles, scratch
+from ._common import PARALLEL_MACS, on_tiles, scratch
 
-# Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well.
+# Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well...
 TILE_BYTES = 1 << 21
+# ...unless that leaves fewer output positions than this, too few for an efficient product
+# (VGG's 256-channel 8x8 layer: 2304 rows, a tile of 227 positions ran 2-3x slower).
+TILE_POSITIONS = 1024
+# Backward-data goes tap by tap (`_correlate_by_taps`) where dx has fewer channels than dy,
+# and at most this many: measured on one core, 2-3x faster for 1-6 channels (LeNet, the
+# ResNet stem, the audio layer), no faster at 64 (VGG's 64 -> 128), 25% slower at 128.
+TAPS_MAX_CHANNELS = 32
+# Stride-1 positions go on wide rows (see `_Im2col`) unless the dropped positions cost more
+# than the long copies save: when a product has many rows (taps) per position, and more
+# than 15% of the wide positions are dropped. Measured on one core: VGG's 256-channel 8x8
+# layer (20% dropped) 10-20% faster exact; LeNet's conv2 (29% dropped, 150 taps) 20%
+# faster wide; 16x16 maps (11%) the same either way.
+WIDE_FILL = 0.85
+WIDE_THIN_TAPS = 256
+# Positions per sample from which thick products, too, go sample by sample (`_per_sample`).
+PER_SAMPLE_POSITIONS = 96
 
 
 def _pad(x, padding):
@@ -33,92 +53,115 @@ def _extent(k, dilation):
     return dilation * (k - 1) + 1
 
 
-class _WideIm2col:
-    """The im2col matrix of x (N, C, H, W) as a view, its output positions on "wide" rows.
+class _Im2col:
+    """The im2col matrix of x (N, C, H, W): one row per filter tap (c, ky, kx), one column
+    per output position, samples major, so that a tile of several samples is one matrix
+    and its product one BLAS call.
 
-    Output (oh, ow) is numbered p = oh*R + ow with R*SW = SH*W: then its window starts at
-    input pixel oh*SH*W + ow*SW = p*SW of the flattened image, so for each (c, ky, kx)
-    the matrix row over all positions is a view of the image with a single stride, and
-    a tile of it copies in long runs rather than OW-long pieces. Positions ow >= OW of
-    each wide row (R - OW of them) are computed too and dropped.
+    At stride 1 the positions of a sample lie on "wide" rows: output (oh, ow) is column
+    p = oh*R + ow with R = W, so its window starts at pixel p of the flattened image and
+    each tap's row of the matrix is a view of the image with a single stride, copied in
+    long runs rather than OW-long pieces. The R - OW positions past each row's end are
+    computed too and dropped. At other strides that would compute S times too many, and
+    on small maps with many taps too many as well (see WIDE_FILL), so there R = OW: the
+    positions are exactly the outputs.
     """
 
     def __init__(self, x, kernel, stride, dilation):
         (KH, KW), (sh, sw), (dh, dw) = kernel, stride, dilation
         N, C, H, W = x.shape
         self.OH, self.OW = output_size(H, _extent(KH, dh), sh, 0), output_size(W, _extent(KW, dw), sw, 0)
-        extra = -W % (sw // math.gcd(sh, sw)) if self.OH > 1 else 0
-        if extra:  # R must be a whole number: zero columns on the right, which make no output
-            x = np.pad(x, ((0, 0), (0, 0), (0, 0), (0, extra)))
-            W = x.shape[3]
-        x = np.ascontiguousarray(x)
-        self.R = sh * W // sw if self.OH > 1 else self.OW
-        P = (self.OH - 1) * self.R + self.OW  # up to the last real position: inside the image
         sN, sC, sH, sW = x.strides
         # Tap (ky, kx) of a dilated filter reads D*ky rows and D*kx columns from the window's corner.
-        self.view = as_strided(x, (N, C, KH, KW, P), (sN, sC, dh * sH, dw * sW, sw * sW), writeable=False)
-        self.dtype = x.dtype
+        taps = (C, KH, KW), (sC, dh * sH, dw * sW)
+        self.wide = (sh == sw == 1 and self.OH > 1 and sH == W * sW
+                     and (self.OW >= WIDE_FILL * W or C * KH * KW <= WIDE_THIN_TAPS))
+        if self.wide:
+            self.R = W
+            self.view = as_strided(x, taps[0] + (N, (self.OH - 1) * W + self.OW), taps[1] + (sN, sW), writeable=False)
+        else:
+            self.R = self.OW
+            self.view = as_strided(x, taps[0] + (N, self.OH, self.OW), taps[1] + (sN, sh * sH, sw * sW), writeable=False)
 
     def tiles(self):
         """(samples, rows, columns) slices of the output, each one tile of about TILE_BYTES.
 
         Several whole samples when one fits; else some rows of one sample; else, for a row
-        longer than several tiles (a long 1D signal), part of one row.
+        longer than a tile (a long 1D signal), part of one row.
         """
-        N, C, KH, KW, _ = self.view.shape
-        row_bytes = C * KH * KW * self.R * self.dtype.itemsize
-        OH, OW = self.OH, self.OW
-        if row_bytes * OH <= TILE_BYTES:
-            nb = TILE_BYTES // (row_bytes * OH)
+        C, KH, KW, N = self.view.shape[:4]
+        OH, OW, R = self.OH, self.OW, self.R
+        positions = max(TILE_BYTES // (C * KH * KW * self.view.dtype.itemsize), TILE_POSITIONS)
+        if (OH - 1) * R + OW <= positions:
+            nb = positions // ((OH - 1) * R + OW)
             return [(slice(n, min(n + nb, N)), slice(0, OH), slice(0, OW)) for n in range(0, N, nb)]
-        if row_bytes <= 4 * TILE_BYTES:
-            rows = max(1, TILE_BYTES // row_bytes)
+        if R <= positions:
+            rows = positions // R
             return [(slice(n, n + 1), slice(r, min(r + rows, OH)), slice(0, OW))
                     for n in range(N) for r in range(0, OH, rows)]
-        width = max(1, TILE_BYTES * self.R // row_bytes)
-        return [(slice(n, n + 1), slice(r, r + 1), slice(c, min(c + width, OW)))
-                for n in range(N) for r in range(OH) for c in range(0, OW, width)]
-
-    def positions(self, tile):
-        """The tile's span of wide positions, from its first to its last real one."""
-        _, rows, cols = tile
-        return slice(rows.start * self.R + cols.start, (rows.stop - 1) * self.R + cols.stop)
+        return [(slice(n, n + 1), slice(r, r + 1), slice(c, min(c + positions, OW)))
+                for n in range(N) for r in range(OH) for c in range(0, OW, positions)]
 
     def gather(self, tile):
-        """The tile's im2col matrix, (samples, C*KH*KW, positions), in this thread's scratch memory."""
-        view = self.view[tile[0], :, :, :, self.positions(tile)]
-        part = scratch("im2col", view.shape, self.dtype)
+        """The tile's im2col matrix, (C*KH*KW, samples, positions), in this thread's scratch memory."""
+        n, rows, cols = tile
+        if self.wide:  # a tile's wide positions run from its first real one to its last
+            view = self.view[:, :, :, n, rows.start * self.R + cols.start : (rows.stop - 1) * self.R + cols.stop]
+        else:
+            view = self.view[:, :, :, n, rows, cols]
+        part = scratch("im2col", view.shape, view.dtype)
         np.copyto(part, view)
-        return part.reshape(len(part), -1, part.shape[-1])
+        return part.reshape(math.prod(view.shape[:3]), view.shape[3], -1)
 
-    def real(self, a, tile):
-        """(samples, channels, wide positions) of a tile as a view of its (.., rows, columns)."""
-        _, rows, cols = tile
-        s0, s1, s2 = a.strides
+    def outputs(self, a, tile):
+        """The real outputs, (channels, samples, rows, columns), of a tile's product a
+        (channels, samples, positions), as a view."""
+        n, rows, cols = tile
         shape = a.shape[:2] + (rows.stop - rows.start, cols.stop - cols.start)
-        return as_strided(a, shape, (s0, s1, self.R * s2, s2))
+        s0, s1, s2 = a.strides
+        return as_strided(a, shape, (s0, s1, (self.R if self.wide else shape[3]) * s2, s2))
 
 
-def _correlate(x, w, b, stride, dilation, groups):
-    """Valid cross-correlation (no padding) of x (N, C, H, W) with w (O, C/groups, KH, KW), plus b.
+def _per_sample(macs_per_position, positions):
+    """Whether a tile's products go sample by sample (one batched matmul) rather than as one.
+
+    OpenBLAS (0.3.31, one core) multiplied thin products faster sample by sample (LeNet's
+    layers 1.5-5x), and thick ones too where a sample has many positions (64 channels at
+    32x32: backward-weight 15% faster), but VGG's 8x8 layers 1.2-1.5x faster as one
+    product over all the tile's samples.
+    """
+    return macs_per_position < PARALLEL_MACS or positions >= PER_SAMPLE_POSITIONS
+
+
+def _correlate(x, w, b, stride, dilation, groups, out=None):
+    """Valid cross-correlation (no padding) of x (N, C, H, W) with w (O, C/groups, KH, KW), plus b,
+    written into out (any (N, O, OH, OW) view) or a new array.
 
     Group g's outputs O/groups * g .. see only its C/groups input channels: in the im2col
     matrix (channels major) those are one block of rows, so each group is its own product.
     """
     O, _, KH, KW = w.shape
-    im2col = _WideIm2col(x, (KH, KW), stride, dilation)
-    y = np.empty((x.shape[0], O, im2col.OH, im2col.OW), dtype=np.result_type(x, w))
+    im2col = _Im2col(x, (KH, KW), stride, dilation)
+    dtype = np.result_type(x, w)
+    y = np.empty((x.shape[0], O, im2col.OH, im2col.OW), dtype) if out is None else out
     w_mat = w.reshape(groups, O // groups, -1)
 
     def work(tile):
-        n, rows, cols = tile
         windows = im2col.gather(tile)
-        windows = windows.reshape(len(windows), groups, -1, windows.shape[-1])
-        # per sample and group (O/G, C/G*KH*KW) @ (C/G*KH*KW, positions)
-        out = np.matmul(w_mat, windows).reshape(len(windows), O, -1)
+        K, samples, positions = windows.shape
+        windows = windows.reshape(groups, K // groups, samples, positions)
+        # per group (O/G, C/G*KH*KW) @ (C/G*KH*KW, positions), sample by sample or all at once
+        if _per_sample(w.size, positions):
+            product = scratch("product", (samples, groups, O // groups, positions), dtype)
+            np.matmul(w_mat, windows.transpose(2, 0, 1, 3), out=product)
+            product = product.reshape(samples, O, positions).transpose(1, 0, 2)
+        else:
+            product = scratch("product", (groups, O // groups, samples * positions), dtype)
+            np.matmul(w_mat, windows.reshape(groups, K // groups, -1), out=product)
+            product = product.reshape(O, samples, positions)
         if b is not None:
-            out += b[:, None]
-        y[n, :, rows, cols] = im2col.real(out, tile)
+            product += b[:, None, None]
+        y[tile[0], :, tile[1], tile[2]] = im2col.outputs(product, tile).transpose(1, 0, 2, 3)
 
     on_tiles(work, im2col.tiles(), w.size)
     return y
@@ -129,7 +172,11 @@ def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
 
 
 def spread_to_stride1(dy, stride):
-    """Put a stride-S gradient map back on the stride-1 grid, zeros in between (seed 002)."""
+    """Put a stride-S gradient map back on the stride-1 grid, zeros in between (seed 002).
+
+    The seeds' formulation of strided backward-data (and the tests' reference for it);
+    `conv2d_backward_data` computes the same sums without the zeros, phase by phase.
+    """
     sh, sw = stride
     if sh == 1 and sw == 1:
         return dy
@@ -144,59 +191,133 @@ def rot180(w):
     return w[..., ::-1, ::-1]
 
 
-def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), groups=1):
-    """dL/dx as the seeds derive it: a "full" convolution of dy with rot180(w).
+class _Phase(namedtuple("_Phase", "first count taps offset dilation")):
+    """Along one axis, the dx pixels first, first + S, ... (count of them) and what reaches them:
+    the filter taps (ascending) whose spread-grid terms are not inserted zeros, the dy index
+    that the last tap reads for the first pixel, and the dilation between those reads."""
 
-    The stride-S gradient is first spread onto the stride-1 grid; zero-padding it by
-    E - 1 on each side (E = D*(K-1) + 1, the dilated filter's extent) makes the
-    correlation with the rotated dilated filter "full"; rotating the dilated filter is
-    dilating the rotated one. Channel c of dx takes channel c of every filter, summed
-    over the filters (seed 002), which is a stride-1 convolution with the filter's in/out
-    axes swapped; with groups, over the filters of c's group only. Of the full result
-    only the H x W inside the layer's own padding P is dx, so only the windows that
-    produce it are computed: those on rows and columns P .. P+H+E-2 of the padded gradient.
+
+def _phases(size, kernel, stride, padding, dilation):
+    """The stride phases of one axis of dx (see `conv2d_backward_data`)."""
+    phases = []
+    for first in range(min(stride, size)):
+        # Pixel i reads spread-grid row i + P - D*k through tap k: a real dy row when S divides it.
+        taps = tuple(k for k in range(kernel) if (first + padding - dilation * k) % stride == 0)
+        offset = (first + padding - dilation * taps[-1]) // stride if taps else 0
+        phases.append(_Phase(first, len(range(first, size, stride)), taps, offset,
+                             dilation // math.gcd(stride, dilation)))
+    return phases
+
+
+def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), groups=1):
+    """dL/dx as the seeds derive it: a "full" convolution of dy with rot180(w), without
+    the zeros that spreading dy onto the stride-1 grid inserts.
+
+    The seeds spread the stride-S gradient onto the stride-1 grid and zero-pad it by
+    E - 1 (E = D*(K-1) + 1, the dilated filter's extent); the correlation with the rotated
+    dilated filter is then "full", and its H x W inside the layer's padding P is dx.
+    On that grid, dx pixel i meets a real dy value through tap k only when S divides
+    i + P - D*k, so the pixels of one residue i mod S (a stride phase) all meet the same
+    taps, S/gcd(S, D) apart, reading dy D/gcd(S, D) apart. Each phase is therefore itself
+    a full convolution of the unspread dy with its taps' sub-filter, rotated, at that
+    dilation: the seeds' sum with its zero terms dropped (S*S phases, each 1/(S*S) of the
+    work). Channel c of dx takes channel c of every filter of its group, summed over those
+    filters (seed 002): a convolution with the filter's in/out axes swapped per group.
+    A phase that no tap reaches (stride > kernel) gets zeros.
     """
     N, C, H, W = x_shape
     O, CG, KH, KW = w.shape
-    EH, EW = _extent(KH, dilation[0]), _extent(KW, dilation[1])
-    full = spread_to_stride1(dy, stride)
-    padded = scratch("full", (N, O, H + EH - 1, W + EW - 1), dy.dtype, zero=True)
-    # Row i of `full` is row i + E-1 of the E-1-padded gradient, row i + E-1-P of its
-    # part from row P on; rows that land outside are ones no window of dx reaches.
-    # Rows and columns of x that no window reached (when (H + 2P - E) % S != 0) stay 0.
-    (top, left) = (EH - 1 - padding[0], EW - 1 - padding[1])
-    src = full[:, :, max(0, -top) :, max(0, -left) :]
-    dst = padded[:, :, max(0, top) :, max(0, left) :]
+    dx = np.empty(x_shape, np.result_type(dy, w))
+    rows = _phases(H, KH, stride[0], padding[0], dilation[0])
+    cols = _phases(W, KW, stride[1], padding[1], dilation[1])
+    for row, col in itertools.product(rows, cols):
+        target = dx[:, :, row.first :: stride[0], col.first :: stride[1]]
+        if not row.taps or not col.taps:
+            target.fill(0)
+            continue
+        sub = rot180(w[:, :, row.taps][:, :, :, col.taps])
+        sub = sub.reshape(groups, O // groups, CG, len(row.taps), len(col.taps)).transpose(0, 2, 1, 3, 4)
+        sub = np.ascontiguousarray(sub).reshape(C, O // groups, len(row.taps), len(col.taps))
+        # Fewer dx channels than dy channels (a network's first layers): scattering the taps'
+        # products moves less memory than gathering dy's windows (the ResNet stem's 3 from 64).
+        correlate = _correlate_by_taps if C < O and C <= TAPS_MAX_CHANNELS else _correlate
+        correlate(_dy_window(dy, row, col), sub, None, (1, 1), (row.dilation, col.dilation), groups, out=target)
+    return dx
+
+
+def _correlate_by_taps(x, w, b, stride, dilation, groups, out):
+    """`_correlate` at stride 1 (b None), evaluated tap by tap: the products of every tap with
+    every position, w[:, :, ky, kx] @ x, in one matmul per sample, then each tap's product
+    shifted by its offset and added up. The same sums as the im2col gather, which copies
+    x's C*KH*KW rows per position where this writes O*KH*KW: less when O < C."""
+    N, _, H, W = x.shape
+    O, CG, KH, KW = w.shape
+    OH, OW = out.shape[2:]
+    dtype = np.result_type(x, w)
+    # per group (O/G * KH*KW, C/G): row (o, ky, kx) is tap (ky, kx) of filter o
+    w_taps = np.ascontiguousarray(w.reshape(groups, O // groups, CG, KH * KW).transpose(0, 1, 3, 2))
+    w_taps = w_taps.reshape(groups, -1, CG)
+    nb = max(1, TILE_BYTES // (O * KH * KW * H * W * dtype.itemsize))
+
+    def work(n):
+        samples = x[n]
+        taps = scratch("taps", (len(samples), groups, w_taps.shape[1], H * W), dtype)
+        np.matmul(w_taps, samples.reshape(len(samples), groups, CG, H * W), out=taps)
+        taps = taps.reshape(len(samples), O, KH * KW, H * W)
+        # On wide rows (see `_Im2col`) each tap's shift is one offset into the flattened
+        # image, and its add one long run per channel rather than OH runs of OW.
+        wide = scratch("wide", (len(samples), O, (OH - 1) * W + OW), dtype)
+        for t, (ky, kx) in enumerate(itertools.product(range(KH), range(KW))):
+            start = ky * dilation[0] * W + kx * dilation[1]
+            shifted = taps[:, :, t, start : start + wide.shape[2]]
+            if t == 0:
+                np.copyto(wide, shifted)
+            else:
+                wide += shifted
+        s0, s1, s2 = wide.strides
+        out[n] = as_strided(wide, (len(samples), O, OH, OW), (s0, s1, W * s2, s2))
+
+    on_tiles(work, [slice(n, min(n + nb, N)) for n in range(0, N, nb)], w.size)
+    return out
+
+
+def _dy_window(dy, row, col):
+    """The dy rows and columns that a phase's full convolution reads, zero past dy's edges."""
+    spans = [(p.offset, p.count + p.dilation * (len(p.taps) - 1)) for p in (row, col)]
+    (top, height), (left, width) = spans
+    N, O, OH, OW = dy.shape
+    if top >= 0 and left >= 0 and top + height <= OH and left + width <= OW:
+        return dy[:, :, top : top + height, left : left + width]
+    window = scratch("phase", (N, O, height, width), dy.dtype, zero=True)
+    src = dy[:, :, max(0, top) : top + height, max(0, left) : left + width]
+    dst = window[:, :, max(0, -top) :, max(0, -left) :]
     rows, cols = min(src.shape[2], dst.shape[2]), min(src.shape[3], dst.shape[3])
     dst[:, :, :rows, :cols] = src[:, :, :rows, :cols]
-    # (C, O/G, KH, KW): group g's block of filters with its in/out axes swapped
-    w_t = rot180(w).reshape(groups, O // groups, CG, KH, KW).transpose(0, 2, 1, 3, 4)
-    return _correlate(padded, np.ascontiguousarray(w_t).reshape(C, O // groups, KH, KW), None, (1, 1),
-                      dilation, groups)
+    return window
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1):
     """dL/dw: the layer's input correlated with dy, summed over batch and positions."""
     O, CG, KH, KW = w_shape
-    im2col = _WideIm2col(_pad(x, padding), (KH, KW), stride, dilation)
+    im2col = _Im2col(_pad(x, padding), (KH, KW), stride, dilation)
 
     def work(tile):
-        n, rows, cols = tile
         windows = im2col.gather(tile)
-        samples, positions = len(windows), windows.shape[2]
-        # The tile of dy on the same wide positions, zero on the dropped ones, channels
-        # last: the product then reads both matrices along their rows, as BLAS likes.
-        dy_t = np.zeros((samples, positions, O), dtype=dy.dtype)
-        im2col.real(dy_t.transpose(0, 2, 1), tile)[...] = dy[n, :, rows, cols]
-        dy_t = dy_t.reshape(samples, positions, groups, O // groups).transpose(0, 2, 1, 3)
-        # per sample and group (C/G*KH*KW, positions) @ (positions, O/G), summed over the samples
-        return np.matmul(windows.reshape(samples, groups, -1, positions), dy_t).sum(axis=0)
+        K, samples, positions = windows.shape
+        windows = windows.reshape(groups, K // groups, samples, positions)
+        # dy on the same columns, zero on the wide rows' dropped ones: copied in runs of OW
+        dy_t = scratch("dy", (O, samples, positions), dy.dtype, zero=im2col.wide)
+        im2col.outputs(dy_t, tile)[...] = dy[tile[0], :, tile[1], tile[2]].transpose(1, 0, 2, 3)
+        dy_t = dy_t.reshape(groups, O // groups, samples, positions)
+        # per group (O/G, positions) @ (positions, C/G*KH*KW), summed over the positions and samples
+        if _per_sample(math.prod(w_shape), positions):
+            return np.matmul(windows.transpose(2, 0, 1, 3), dy_t.transpose(2, 0, 3, 1)).sum(axis=0).transpose(0, 2, 1)
+        return np.matmul(dy_t.reshape(groups, O // groups, -1), windows.reshape(groups, K // groups, -1).transpose(0, 2, 1))
 
     parts = on_tiles(work, im2col.tiles(), math.prod(w_shape))
     if not parts:  # an empty batch has no tiles; its gradient is an empty sum, 0 (as in PyTorch)
         return np.zeros(w_shape, dtype=np.result_type(x, dy))
-    dw_t = sum(parts)  # (G, C/G*KH*KW, O/G)
-    return np.ascontiguousarray(dw_t.transpose(0, 2, 1), dtype=np.result_type(x, dy)).reshape(w_shape)
+    return sum(parts).astype(np.result_type(x, dy), copy=False).reshape(w_shape)  # from (G, O/G, C/G*KH*KW)
 
 
 def conv2d_backward_bias(dy):

@@ -1,6 +1,7 @@
-// Convolution on NCHW arrays with filters w of shape (O, C, KH, KW): forward, backward-data
-// (the seeds' "full" convolution with the filter turned 180 degrees), weight and bias
-// gradients. No #include: the same text compiles with NVRTC, nvcc and the CPU emulator.
+// Convolution on NCHW arrays with filters w of shape (O, C/G, KH, KW), dilation (DH, DW) and
+// G groups: forward, backward-data (the seeds' "full" convolution with the filter turned 180
+// degrees), weight and bias gradients. No #include: the same text compiles with NVRTC, nvcc
+// and the CPU emulator.
 //
 // Forward, backward-data and weight gradient are each one matrix product C = A B whose
 // operands are never stored (implicit GEMM): each block computes a BM x BN tile of C, each
@@ -13,6 +14,9 @@
 //                    of one stride phase         of its taps
 //   backward weight  o             (c, ky, kx)   (n, oh, ow)    dy               input patch
 //
+// With groups, each is G independent products, one per group (blockIdx.z), where o and c run
+// over the group's O/G output and C/G input channels only: the kernel moves its pointers to
+// the group's first channel and keeps the whole tensors' sizes for the batch strides.
 // One thread sums each element of C, over k in increasing order: every run gives the same
 // bits (no atomics anywhere in this file). The weight gradient's reduction runs over the
 // whole batch, so it is cut into chunks of a length fixed by the shapes alone (blockIdx.z
@@ -59,7 +63,7 @@ struct MixedRadix {
     }
 };
 
-// An input patch element is x[n, c, oh*SH - PH + ky, ow*SW - PW + kx]: a sum of an output
+// An input patch element is x[n, c, oh*SH - PH + ky*DH, ow*SW - PW + kx*DW]: a sum of an output
 // pixel's part (its window) and a filter tap's part. A thread keeps one side fixed for the
 // whole k loop (the pixel in forward, the tap in the weight gradient) and computes it once.
 struct Window {  // where output pixel (n, oh, ow) puts the filter's corner in x
@@ -68,12 +72,16 @@ struct Window {  // where output pixel (n, oh, ow) puts the filter's corner in x
 };
 
 struct Tap {  // filter tap (c, ky, kx) relative to that corner
-    long long offset;  // c*H*W + ky*W + kx
-    int ky, kx;
+    long long offset;  // c*H*W + ky*DH*W + kx*DW
+    int ky, kx;        // its row and column in x relative to the corner: ky*DH, kx*DW
 };
 
+// C and O count every channel of the tensors (their batch strides); a group has C/G and O/G.
 struct ConvGeometry {
-    int N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW;
+    int N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G;
+
+    __device__ int group_inputs() const { return C / G; }
+    __device__ int group_outputs() const { return O / G; }
 
     __device__ Window window(int n, int oh, int ow) const
     {
@@ -81,7 +89,10 @@ struct ConvGeometry {
         return {((long long)n * C * H + top) * W + left, top, left};
     }
 
-    __device__ Tap tap(int c, int ky, int kx) const { return {((long long)c * H + ky) * W + kx, ky, kx}; }
+    __device__ Tap tap(int c, int ky, int kx) const
+    {
+        return {((long long)c * H + ky * DH) * W + kx * DW, ky * DH, kx * DW};
+    }
 
     // 0 where the tap falls in the padding.
     template <typename T>
@@ -160,22 +171,26 @@ struct Strided {
 };
 
 // Backward-data along one axis (rows here; columns alike), split into stride phases. Forward
-// read input row ih at output row oh through tap ky where ih + PH = oh*SH + ky, so the taps
-// that reach ih are ky = r, r + SH, ... with r = (ih + PH) mod SH. Phase r holds the input
-// rows of that residue, first, first + SH, ..., and its row first + i*SH meets dy row
-// q + i - j through tap r + j*SH, where q = (first + PH - r) / SH (an exact division).
+// read input row ih at output row oh through tap ky where ih + PH = oh*SH + ky*DH, so the
+// taps that reach ih are those with ky*DH = r (mod SH), r = (ih + PH) mod SH. With
+// d = gcd(DH, SH) there are none unless d divides r; else they are ky = t, t + SH/d, ...,
+// t the least of them (SH/d apart: the least step that keeps ky*DH mod SH). Phase r holds
+// the input rows of that residue, first, first + SH, ..., and its row first + i*SH meets dy
+// row q + i - j*DH/d through tap t + j*SH/d, where q = (first + PH - t*DH) / SH (an exact
+// division). Without dilation, t = r and the steps are SH and 1.
 // launch.stride_phase computes these on the host, and the kernel takes them as parameters:
 // derived in the kernel, each would take a register for the whole k loop.
 struct StridePhase {
-    int first, pixels;  // its input rows: first, first + S, ... (pixels of them)
-    int r, taps;        // its taps: r, r + S, ... below K (taps of them)
-    int q;              // the dy row that row first meets through tap r
+    int first, pixels;    // its input rows: first, first + S, ... (pixels of them)
+    int tap, taps;        // its taps: tap, tap + tap_step, ... below K (taps of them)
+    int tap_step, q;      // q: the dy row that row first meets through tap `tap`
+    int dy_step;          // how far back the dy row moves per tap step: DH/d
 };
 
-// A(phase pixel, (o, j, jx)) of backward-data: dy[n, o, q_h + i - j, q_w + i2 - jx] for the
-// phase's pixel (n, i, i2) and tap (r_h + j*SH, r_w + jx*SW), 0 past dy's edges. Every k read
-// is a real dy position or an edge: no inserted zero. Rows are the phase's pixels,
-// neighbours in dy: threads gather along the rows.
+// A(phase pixel, (o, j, jx)) of backward-data: dy[n, o, q_h + i - j*dy_step_h, q_w + i2 -
+// jx*dy_step_w] for the phase's pixel (n, i, i2) and tap (tap_h + j*tap_step_h, tap_w +
+// jx*tap_step_w), 0 past dy's edges. Every k read is a real dy position or an edge: no
+// inserted zero. Rows are the phase's pixels, neighbours in dy: threads gather along rows.
 template <typename T>
 struct PhaseDy {
     static constexpr bool K_FAST = false;
@@ -185,7 +200,7 @@ struct PhaseDy {
     };
     struct Inner {
         long long channel;  // o*OH*OW
-        int j, jx;
+        int j, jx;          // how far back the tap moves the dy position: j*dy_step_h, jx*dy_step_w
     };
     const T* dy;
     ConvGeometry g;
@@ -198,7 +213,10 @@ struct PhaseDy {
         const long long p = pixel % plane;  // a plane may pass 2^31 pixels; its rows and columns do not
         return {pixel / plane * g.O * g.OH * g.OW, ph.q + (int)(p / pw.pixels), pw.q + (int)(p % pw.pixels)};
     }
-    __device__ Inner inner(const Digits& k) const { return {(long long)k.hi * g.OH * g.OW, k.mid, k.lo}; }
+    __device__ Inner inner(const Digits& k) const
+    {
+        return {(long long)k.hi * g.OH * g.OW, k.mid * ph.dy_step, k.lo * pw.dy_step};
+    }
     __device__ T at(const Outer& r, const Inner& k) const
     {
         const int oh = r.oh - k.j, ow = r.ow - k.jx;
@@ -209,7 +227,8 @@ struct PhaseDy {
     }
 };
 
-// B((o, j, jx), c) of backward-data: w[o, c, r_h + j*SH, r_w + jx*SW], the phase's taps only.
+// B((o, j, jx), c) of backward-data: w[o, c, tap_h + j*tap_step_h, tap_w + jx*tap_step_w], the
+// phase's taps only; o and c within the group.
 template <typename T>
 struct PhaseFilter {
     static constexpr bool K_FAST = true;
@@ -220,10 +239,10 @@ struct PhaseFilter {
     StridePhase ph, pw;
 
     __device__ MixedRadix radix() const { return {ph.taps, pw.taps}; }
-    __device__ long long outer(long long c) const { return (c * g.KH + ph.r) * g.KW + pw.r; }
+    __device__ long long outer(long long c) const { return (c * g.KH + ph.tap) * g.KW + pw.tap; }
     __device__ long long inner(const Digits& k) const
     {
-        return (long long)k.hi * g.C * g.KH * g.KW + k.mid * g.SH * g.KW + k.lo * g.SW;
+        return (long long)k.hi * g.group_inputs() * g.KH * g.KW + k.mid * ph.tap_step * g.KW + k.lo * pw.tap_step;
     }
     __device__ T at(long long outer, long long inner) const { return w[outer + inner]; }
 };
@@ -263,8 +282,9 @@ struct StorePhaseRows {
 };
 
 // Where element (m, j) of C goes: out[(n*J + j)*PLANE + p] for row m = n*PLANE + p, plus
-// bias[j] when there is a bias. That is an NCHW tensor with the channels as columns (forward's
-// y), or with PLANE = 1 a row-major (rows x J) matrix (the weight gradient).
+// bias[j] when there is a bias. That is an NCHW tensor of J channels with the channels as
+// columns (forward's y; a group's columns are some of its J channels), or with PLANE = 1 a
+// row-major (rows x J) matrix (the weight gradient).
 // A thread's TM rows are consecutive, so the first one's position is split once, before the
 // k loop, and stepped from row to row: a 64-bit division after the loop, with the
 // accumulators live, would cost both time and registers.
@@ -426,76 +446,111 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
     }
 }
 
-// y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, c, oh*SH - PH + ky, ow*SW - PW + kx] * w[o, c, ky, kx]
+// Each group's product in turn: blockIdx.z picks the first, grid-stride, so that any number
+// of groups runs (depthwise: one per channel) within the grid's limits.
+#define FOR_EACH_GROUP(g, G) for (int g = blockIdx.z; g < (G); g += gridDim.z)
+
+// The threads of a GEMM kernel's block: (BM/TM) x (BN/TN), written without parentheses for
+// the emulator's reader of __launch_bounds__. The kernels declare at least 1 block per SM:
+// with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances at 64 or 128
+// registers and spilled to local memory.
+#define GEMM_THREADS BM * BN / TM / TN
+
+// y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, g*C/G + c, oh*SH - PH + ky*DH, ow*SW - PW + kx*DW]
+// * w[o, c, ky, kx], for o in group g and c below C/G.
 template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                               T* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW,
-                               int OH, int OW, int SH, int SW, int PH, int PW)
+__global__ void __launch_bounds__(GEMM_THREADS, 1)
+conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+               int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW,
+               int DH, int DW, int G)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
+    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
+    const int CG = g.group_inputs(), OG = g.group_outputs();
     const long long OHW = (long long)OH * OW;
-    const long long taps = (long long)C * KH * KW;
-    const PatchByPixel<T> patch{x, g};
-    const Strided<T> filter{w, taps, (long long)KH * KW, g.taps()};  // w[o*taps + (c*KH + ky)*KW + kx]
-    const StoreRows<T> store{y, b, OHW, O};
-    tiled_gemm<T, BM, BN, BK, TM, TN>(N * OHW, O, 0, taps, patch, filter, store);
+    const long long taps = (long long)CG * KH * KW;
+    FOR_EACH_GROUP(group, G) {
+        const PatchByPixel<T> patch{x + (long long)group * CG * H * W, g};
+        // w[o*taps + (c*KH + ky)*KW + kx]
+        const Strided<T> filter{w + group * OG * taps, taps, (long long)KH * KW, g.taps()};
+        const StoreRows<T> store{y + group * OG * OHW, b + group * OG, OHW, O};
+        tiled_gemm<T, BM, BN, BK, TM, TN>(N * OHW, OG, 0, taps, patch, filter, store);
+    }
 }
 
 // dx as the seeds derive it: the "full" convolution of the stride-1 gradient map with the
 // filter turned 180 degrees, with the terms that are zero dropped. On the stride-1 grid that
-// dy is spread onto, row t = oh*SH holds dy row oh and every other row is an inserted zero.
-// Correlating that grid, zero-padded by KH - 1, with rot180(w) gives
-//     dx[ih] = sum over ky of spread[ih + PH - ky] * w[ky]
-// whose term is an inserted zero unless SH divides ih + PH - ky: unless ky = r + j*SH with
-// r = (ih + PH) mod SH. Keeping only those terms (StridePhase), phase r's rows are
-//     dx[first + i*SH] = sum over j of dy[q + i - j] * w[r + j*SH]
-// a full convolution of dy itself with phase r's taps turned 180 degrees (j up, dy row down).
-// This kernel computes phase (r_h, r_w) of dx, a GEMM over (o, j, jx) with K = O times the
-// phase's taps (O*KH*KW / (SH*SW) on average): every term read is a real dy element, or 0
-// past dy's edge, where the full convolution pads. launch.conv2d_backward_data launches one
-// per phase; stride 1 is one phase, the whole full convolution. Rows no window reached (when
-// (H + 2P - K) % S != 0) find no dy row in range and get 0; a phase with no taps (stride >
-// kernel) is not launched, and cuda.py starts dx at 0. Channel c takes channel c of every
-// filter, summed over the O filters (seed 002): the reduction over o.
+// dy is spread onto, row t = oh*SH holds dy row oh and every other row is an inserted zero;
+// the dilated filter likewise holds w row ky at row ky*DH and zeros between. Correlating that
+// grid, zero-padded by (KH - 1)*DH, with the dilated filter turned 180 degrees gives
+//     dx[ih] = sum over ky of spread[ih + PH - ky*DH] * w[ky]
+// (the inserted zero taps add nothing, and are left out already), whose term is an inserted
+// zero unless SH divides ih + PH - ky*DH: unless ky is one of the taps of ih's stride phase
+// (StridePhase). Keeping only those terms, the phase's rows are
+//     dx[first + i*SH] = sum over j of dy[q + i - j*dy_step] * w[tap + j*tap_step]
+// a full convolution of dy itself (dilated by dy_step) with the phase's taps turned 180
+// degrees (j up, dy row down).
+// This kernel computes phase (r_h, r_w) of dx, a GEMM over (o, j, jx) with K = O/G times the
+// phase's taps: every term read is a real dy element, or 0 past dy's edge, where the full
+// convolution pads. launch.conv2d_backward_data launches one per phase; stride 1 is one phase,
+// the whole full convolution. Rows no window reached (when (H + 2P - DH*(KH-1) - 1) % S != 0)
+// find no dy row in range and get 0; a phase with no taps (stride > kernel, or a dilation
+// sharing a factor with the stride) is not launched, and the launcher starts dx at 0. Channel
+// c takes channel c of every filter of its group, summed over those O/G filters (seed 002):
+// the reduction over o. Groups are independent: group g's dx channels see only its dy channels.
 template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__ w,
-                                                 T* __restrict__ dx, int N, int C, int H, int W, int O,
-                                                 int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW,
-                                                 int first_h, int pixels_h, int r_h, int taps_h, int q_h,
-                                                 int first_w, int pixels_w, int r_w, int taps_w, int q_w)
+__global__ void __launch_bounds__(GEMM_THREADS, 1)
+conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
+                                 int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW,
+                                 int SH, int SW, int PH, int PW, int DH, int DW, int G,
+                                 int first_h, int pixels_h, int tap_h, int taps_h, int tap_step_h, int q_h,
+                                 int dy_step_h, int first_w, int pixels_w, int tap_w, int taps_w, int tap_step_w,
+                                 int q_w, int dy_step_w)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
-    const StridePhase ph{first_h, pixels_h, r_h, taps_h, q_h}, pw{first_w, pixels_w, r_w, taps_w, q_w};
-    const PhaseDy<T> phase_dy{dy, g, ph, pw};
-    const PhaseFilter<T> filter{w, g, ph, pw};
-    const StorePhaseRows<T> store{dx, g, ph, pw};
-    tiled_gemm<T, BM, BN, BK, TM, TN>((long long)N * ph.pixels * pw.pixels, C, 0, (long long)O * ph.taps * pw.taps,
-                                      phase_dy, filter, store);
+    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
+    const int CG = g.group_inputs(), OG = g.group_outputs();
+    const StridePhase ph{first_h, pixels_h, tap_h, taps_h, tap_step_h, q_h, dy_step_h};
+    const StridePhase pw{first_w, pixels_w, tap_w, taps_w, tap_step_w, q_w, dy_step_w};
+    FOR_EACH_GROUP(group, G) {
+        const PhaseDy<T> phase_dy{dy + (long long)group * OG * OH * OW, g, ph, pw};
+        const PhaseFilter<T> filter{w + (long long)group * OG * CG * KH * KW, g, ph, pw};
+        const StorePhaseRows<T> store{dx + (long long)group * CG * H * W, g, ph, pw};
+        tiled_gemm<T, BM, BN, BK, TM, TN>((long long)N * ph.pixels * pw.pixels, CG, 0,
+                                          (long long)OG * ph.taps * pw.taps, phase_dy, filter, store);
+    }
 }
 
-// dw[o, c, ky, kx] = sum over (n, oh, ow) of dy[n, o, oh, ow] * x[n, c, oh*SH - PH + ky, ow*SW - PW + kx]:
-// the layer's input correlated with dy, summed over the batch and every position (weight sharing).
-// Block z sums positions [z * chunk, (z + 1) * chunk) into partials[z] (O x C*KH*KW), so that a
-// batch-long reduction still keeps many blocks busy; add_partial_sums finishes the sum.
+// dw[o, c, ky, kx] = sum over (n, oh, ow) of dy[n, o, oh, ow] * x[n, g*C/G + c, oh*SH - PH + ky*DH,
+// ow*SW - PW + kx*DW] for o in group g: the layer's input correlated with dy, summed over the
+// batch and every position (weight sharing). Block z sums positions [chunk_index * chunk,
+// (chunk_index + 1) * chunk) of group z / chunks into partials[chunk_index] (O x C/G*KH*KW),
+// chunk_index = z % chunks, so that a batch-long reduction still keeps many blocks busy;
+// add_partial_sums finishes the sum.
 template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
-                                       int N, int C, int H, int W, int O, int KH, int KW,
-                                       int OH, int OW, int SH, int SW, int PH, int PW, long long chunk)
+__global__ void __launch_bounds__(GEMM_THREADS, 1)
+conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
+                       int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW,
+                       int PH, int PW, int DH, int DW, int G, long long chunk, int chunks)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW};
+    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
+    const int CG = g.group_inputs(), OG = g.group_outputs();
     const long long OHW = (long long)OH * OW;
-    const long long taps = (long long)C * KH * KW;
-    const long long k_begin = blockIdx.z * chunk, k_end = min(k_begin + chunk, N * OHW);
-    T* partial = partials + (long long)blockIdx.z * O * taps;
-    const Strided<T> grad_out{dy, OHW, O * OHW, g.pixels()};  // dy[(n*O + o)*OH*OW + oh*OW + ow]
-    const PatchByTap<T> patch{x, g};
-    const StoreRows<T> store{partial, nullptr, 1, taps};
-    tiled_gemm<T, BM, BN, BK, TM, TN>(O, taps, k_begin, k_end, grad_out, patch, store);
+    const long long taps = (long long)CG * KH * KW;
+    for (long long z = blockIdx.z; z < (long long)G * chunks; z += gridDim.z) {
+        const int group = (int)(z / chunks);
+        const long long k_begin = z % chunks * chunk, k_end = min(k_begin + chunk, N * OHW);
+        T* partial = partials + (z % chunks * O + (long long)group * OG) * taps;
+        // dy[(n*O + o)*OH*OW + oh*OW + ow]
+        const Strided<T> grad_out{dy + group * OG * OHW, OHW, O * OHW, g.pixels()};
+        const PatchByTap<T> patch{x + (long long)group * CG * H * W, g};
+        const StoreRows<T> store{partial, nullptr, 1, taps};
+        tiled_gemm<T, BM, BN, BK, TM, TN>(OG, taps, k_begin, k_end, grad_out, patch, store);
+    }
 }
 
-// out[i] = partials[0][i] + partials[1][i] + ... in chunk order, one thread per element.
-template <typename T>
-__global__ void add_partial_sums(const T* __restrict__ partials, T* __restrict__ out, int chunks, long long n)
+// out[i] = partials[0][i] + partials[1][i] + ... in chunk order, one thread per element
+// (BLOCK threads a block).
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK) add_partial_sums(const T* __restrict__ partials, T* __restrict__ out, int chunks, long long n)
 {
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         T sum = partials[i];
@@ -508,7 +563,7 @@ __global__ void add_partial_sums(const T* __restrict__ partials, T* __restrict__
 // db[o] = sum over (n, oh, ow) of dy[n, o, oh, ow]. One block per channel: thread t sums the
 // elements t, t + BLOCK, ... in order, then a fixed tree adds the BLOCK partial sums.
 template <typename T, int BLOCK>
-__global__ void conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int O, int OH, int OW)
+__global__ void __launch_bounds__(BLOCK) conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int O, int OH, int OW)
 {
     __shared__ T partial[BLOCK];
     const int t = threadIdx.x;

@@ -1,10 +1,13 @@
-// Max and average pooling on NCHW arrays (no padding). Max pooling keeps, for each window,
-// the in-window index ky*KW + kx of its maximum and routes the window's gradient to that
-// position; average pooling splits the gradient evenly over the KH*KW inputs (seeds
+// Max and average pooling on NCHW arrays, with zero padding (PH, PW) and PyTorch's ceil mode.
+// Max pooling keeps, for each window, the in-window index ky*KW + kx of its maximum (counted
+// from the window's corner in the padded input) and routes the window's gradient to that
+// position; average pooling splits the gradient evenly over the window's divisor (seeds
 // 001-003). Both backwards are gathers, one thread per input element, summing over the
-// windows that cover it in a fixed order: overlapping windows need no atomics, and every
-// run gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the
-// CPU emulator. Forward runs one thread per output element; all loops are grid-stride.
+// windows that cover it in a fixed order: overlapping windows need no atomics, and every run
+// gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the CPU
+// emulator. Forward runs one thread per output element; all loops are grid-stride, BLOCK
+// threads a block (declared with at least 1 block per SM: with the thread count alone,
+// ptxas capped the average-pooling gather's registers and spilled, as in conv2d.cu).
 
 template <typename T>
 __device__ bool is_nan(T v)
@@ -12,38 +15,75 @@ __device__ bool is_nan(T v)
     return v != v;  // only NaN differs from itself
 }
 
-// The windows covering input pixel (ih, iw): window oh covers rows [oh*SH, oh*SH + KH), so
-// those with ih - KH < oh*SH <= ih, and likewise for columns.
-struct CoveringWindows {
-    int oh_first, oh_last, ow_first, ow_last;
+// Window `index` along one axis: it starts at start = index*S - P of x (negative in the
+// leading padding) and spans K rows, of which [begin, end) lie inside x and [start,
+// padded_end) inside x and its padding (a ceil-mode window may reach past the far padding).
+// The layer's checks (padding at most half the window; in ceil mode, no window starting
+// past the input and its leading padding) leave every window at least one row of x: no
+// window reads only padding.
+struct Span {
+    int start, begin, end, padded_end;
 
-    __device__ CoveringWindows(int ih, int iw, int KH, int KW, int SH, int SW, int OH, int OW)
-        : oh_first(ih < KH ? 0 : (ih - KH) / SH + 1), oh_last(min(ih / SH, OH - 1)),
-          ow_first(iw < KW ? 0 : (iw - KW) / SW + 1), ow_last(min(iw / SW, OW - 1))
+    __device__ Span(int index, int K, int S, int P, int size)
+        : start(index * S - P), begin(max(start, 0)), end(min(start + K, size)), padded_end(min(start + K, size + P))
     {
     }
 };
 
-template <typename T>
-__global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ argmax,
-                                   int N, int C, int H, int W, int KH, int KW, int SH, int SW, int OH, int OW)
+// The windows covering input row i: window o covers padded rows [o*S, o*S + K), so those
+// with i + P - K < o*S <= i + P, and below `out`; likewise for columns.
+struct Covering {
+    int first, last;
+
+    __device__ Covering(int i, int K, int S, int P, int out)
+        : first(i + P < K ? 0 : (i + P - K) / S + 1), last(min((i + P) / S, out - 1))
+    {
+    }
+};
+
+struct PoolGeometry {
+    int N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW;
+
+    __device__ Span rows(int oh) const { return Span(oh, KH, SH, PH, H); }
+    __device__ Span cols(int ow) const { return Span(ow, KW, SW, PW, W); }
+    __device__ Covering covering_rows(int ih) const { return Covering(ih, KH, SH, PH, OH); }
+    __device__ Covering covering_cols(int iw) const { return Covering(iw, KW, SW, PW, OW); }
+
+    // What average pooling divides window (oh, ow)'s sum by, as PyTorch: with
+    // count_include_pad, its positions in x and the padding; without, those in x only.
+    template <typename T>
+    __device__ T avg_divisor(const Span& r, const Span& c, int count_include_pad) const
+    {
+        if (count_include_pad)
+            return T((long long)(r.padded_end - r.start) * (c.padded_end - c.start));
+        return T((long long)(r.end - r.begin) * (c.end - c.begin));
+    }
+};
+
+// y[n, c, oh, ow] = the window's maximum, PyTorch's rule (CPU and CUDA alike): scanning the
+// window's positions inside x in order, a value replaces the running maximum when greater
+// or NaN. So the first maximum wins a tie (-0.0 before 0.0 stays -0.0), and the last NaN
+// wins a window holding several; padding never wins.
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 1)
+max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ argmax, int N, int C, int H,
+                   int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
+    const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
     const long long total = (long long)N * C * OH * OW;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const int ow = (int)(i % OW), oh = (int)(i / OW % OH);
-        const long long nc = i / ((long long)OH * OW);
-        const T* window = x + (nc * H + oh * SH) * W + ow * SW;
-        T best = window[0];
-        int best_at = 0;
-        for (int ky = 0; ky < KH; ++ky) {
-            for (int kx = 0; kx < KW; ++kx) {
-                const T v = window[(long long)ky * W + kx];
-                // np.argmax's rule: the first maximum wins a tie (strictly greater to replace),
-                // and the first NaN wins outright and stays, as no comparison with NaN is true.
-                if (v > best || (is_nan(v) && !is_nan(best))) {
+        const long long plane = i / ((long long)OH * OW) * H * W;
+        const Span r = g.rows(oh), c = g.cols(ow);
+        T best = x[plane + (long long)r.begin * W + c.begin];
+        int best_at = (r.begin - r.start) * KW + (c.begin - c.start);
+        for (int ih = r.begin; ih < r.end; ++ih) {
+            for (int iw = c.begin; iw < c.end; ++iw) {
+                const T v = x[plane + (long long)ih * W + iw];
+                if (v > best || is_nan(v)) {
                     best = v;
-                    best_at = ky * KW + kx;
+                    best_at = (ih - r.start) * KW + (iw - c.start);
                 }
             }
         }
@@ -53,22 +93,23 @@ __global__ void max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, i
 }
 
 // dx[n, c, ih, iw] sums dy over the covering windows whose argmax chose (ih, iw).
-template <typename T>
-__global__ void max_pool2d_backward_gather(const T* __restrict__ dy, const int* __restrict__ argmax,
-                                           T* __restrict__ dx, int N, int C, int H, int W, int KH, int KW,
-                                           int SH, int SW, int OH, int OW)
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 1)
+max_pool2d_backward_gather(const T* __restrict__ dy, const int* __restrict__ argmax, T* __restrict__ dx, int N,
+                           int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
+    const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
     const long long total = (long long)N * C * H * W;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const int iw = (int)(i % W), ih = (int)(i / W % H);
         const long long nc = i / ((long long)H * W);
-        const CoveringWindows cover(ih, iw, KH, KW, SH, SW, OH, OW);
+        const Covering rows = g.covering_rows(ih), cols = g.covering_cols(iw);
         T sum = T(0);
-        for (int oh = cover.oh_first; oh <= cover.oh_last; ++oh) {
-            for (int ow = cover.ow_first; ow <= cover.ow_last; ++ow) {
+        for (int oh = rows.first; oh <= rows.last; ++oh) {
+            for (int ow = cols.first; ow <= cols.last; ++ow) {
                 const long long at = (nc * OH + oh) * OW + ow;
-                if (argmax[at] == (ih - oh * SH) * KW + (iw - ow * SW))
+                if (argmax[at] == (ih + PH - oh * SH) * KW + (iw + PW - ow * SW))
                     sum += dy[at];
             }
         }
@@ -76,39 +117,45 @@ __global__ void max_pool2d_backward_gather(const T* __restrict__ dy, const int* 
     }
 }
 
-template <typename T>
-__global__ void avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int N, int C, int H, int W,
-                                   int KH, int KW, int SH, int SW, int OH, int OW)
+// y[n, c, oh, ow] = the sum of the window's values inside x (padding adds zeros), in row
+// order, divided by the window's divisor.
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 1)
+avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int N, int C, int H, int W, int KH, int KW, int SH,
+                   int SW, int PH, int PW, int OH, int OW, int count_include_pad)
 {
+    const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
     const long long total = (long long)N * C * OH * OW;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const int ow = (int)(i % OW), oh = (int)(i / OW % OH);
-        const long long nc = i / ((long long)OH * OW);
-        const T* window = x + (nc * H + oh * SH) * W + ow * SW;
+        const long long plane = i / ((long long)OH * OW) * H * W;
+        const Span r = g.rows(oh), c = g.cols(ow);
         T sum = T(0);
-        for (int ky = 0; ky < KH; ++ky)
-            for (int kx = 0; kx < KW; ++kx)
-                sum += window[(long long)ky * W + kx];
-        y[i] = sum / T(KH * KW);
+        for (int ih = r.begin; ih < r.end; ++ih)
+            for (int iw = c.begin; iw < c.end; ++iw)
+                sum += x[plane + (long long)ih * W + iw];
+        y[i] = sum / g.avg_divisor<T>(r, c, count_include_pad);
     }
 }
 
-// dx[n, c, ih, iw] is the sum of dy over the covering windows, divided by the window size.
-template <typename T>
-__global__ void avg_pool2d_backward_gather(const T* __restrict__ dy, T* __restrict__ dx, int N, int C, int H,
-                                           int W, int KH, int KW, int SH, int SW, int OH, int OW)
+// dx[n, c, ih, iw] is the sum, over the covering windows, of dy divided by the window's divisor.
+template <typename T, int BLOCK>
+__global__ void __launch_bounds__(BLOCK, 1)
+avg_pool2d_backward_gather(const T* __restrict__ dy, T* __restrict__ dx, int N, int C, int H, int W, int KH, int KW,
+                           int SH, int SW, int PH, int PW, int OH, int OW, int count_include_pad)
 {
+    const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
     const long long total = (long long)N * C * H * W;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const int iw = (int)(i % W), ih = (int)(i / W % H);
         const long long nc = i / ((long long)H * W);
-        const CoveringWindows cover(ih, iw, KH, KW, SH, SW, OH, OW);
+        const Covering rows = g.covering_rows(ih), cols = g.covering_cols(iw);
         T sum = T(0);
-        for (int oh = cover.oh_first; oh <= cover.oh_last; ++oh)
-            for (int ow = cover.ow_first; ow <= cover.ow_last; ++ow)
-                sum += dy[(nc * OH + oh) * OW + ow];
-        dx[i] = sum / T(KH * KW);
+        for (int oh = rows.first; oh <= rows.last; ++oh)
+            for (int ow = cols.first; ow <= cols.last; ++ow)
+                sum += dy[(nc * OH + oh) * OW + ow] / g.avg_divisor<T>(g.rows(oh), g.cols(ow), count_include_pad);
+        dx[i] = sum;
     }
 }

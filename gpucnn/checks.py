@@ -101,6 +101,35 @@ def window_fits(layer, x, kernel, padding, what="kernel size"):
         )
 
 
-def output_size(size, kernel, stride, padding):
-    """The seeds' W2 = (W1 - F + 2P) / S + 1, rounded down as in every framework."""
-    return (size + 2 * padding - kernel) // stride + 1
+def pool_plane(layer, x_shape):
+    """Pooling's windows each hold an input position: a plane without rows or columns has none
+    (PyTorch refuses it too; only the batch may be empty)."""
+    if any(s == 0 for s in x_shape[2:]):
+        raise ValueError(f"{layer}: expected an input with non-zero sizes in its spatial dimensions, "
+                         f"but got input of shape {shape_str(x_shape)}")
+
+
+def pool_padding(layer, kernel, padding):
+    """Pooling pads by at most half the window (PyTorch's rule): no window then holds only
+    padding, which max pooling could not pick from."""
+    for k, p in zip(kernel, padding):
+        if p > k // 2:
+            raise ValueError(f"{layer}: pad should be at most half of effective kernel size, "
+                             f"but got pad={p}, kernel_size={k}")
+
+
+def output_size(size, kernel, stride, padding, dilation=1):
+    """The seeds' W2 = (W1 - F + 2P) / S + 1, rounded down as in every framework, where a
+    filter dilated by D spans F = D*(K - 1) + 1 input positions."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def pool_output_size(size, kernel, stride, padding, ceil_mode=False):
+    """output_size, or in ceil mode rounded up, as PyTorch: then a last window that would
+    start past the input and its leading padding (in the trailing padding or beyond) is
+    dropped, so every window holds at least one input position."""
+    span = size + 2 * padding - kernel
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return out

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gpucnn.backends import cpu
+from gpucnn.backends.cpu import _common as cpu_common, conv as cpu_conv
 from gpucnn.bench.__main__ import main
 
 SMALL = ["--only", "lenet.conv2,lenet5.b128", "--repeat", "1", "--warmup", "0", "--threads", "2"]
@@ -81,7 +82,7 @@ def _reference_conv(x, w, stride, padding):
     return y
 
 
-@pytest.mark.parametrize("tile_bytes", [64, 4096, cpu.TILE_BYTES])
+@pytest.mark.parametrize("tile_bytes", [64, 4096, cpu_conv.TILE_BYTES])
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", [
     ((3, 2, 9, 11), (4, 2, 3, 3), (1, 1), (1, 1)),
     ((2, 3, 11, 10), (5, 3, 5, 3), (3, 2), (2, 0)),   # uneven strides
@@ -90,9 +91,9 @@ def _reference_conv(x, w, stride, padding):
 ])
 def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
     """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""
-    monkeypatch.setattr(cpu, "TILE_BYTES", tile_bytes)
-    monkeypatch.setattr(cpu, "_threads", 2)
-    monkeypatch.setattr(cpu, "PARALLEL_MACS", 0)
+    monkeypatch.setattr(cpu_conv, "TILE_BYTES", tile_bytes)
+    monkeypatch.setattr(cpu_common, "_threads", 2)
+    monkeypatch.setattr(cpu_common, "PARALLEL_MACS", 0)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     y = cpu.conv2d_forward(x, w, None, stride, padding)

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gpucnn.backends.cuda as cuda_ops
+from gpucnn.backends.cuda import _kernels, launch
 from gpucnn import checks, cuda, nn, optim
-from gpucnn.backends import cpu, launch, ops_for
+from gpucnn.backends import cpu, ops_for
 
 # The cuda_device fixture only sets an environment variable: sharing it across examples is safe.
 FEW_EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -39,22 +40,24 @@ def assert_same(got, want, dtype):
     np.testing.assert_allclose(cuda.as_numpy(got), want, **TOLERANCES[dtype])
 
 
-def conv_output_shape(x_shape, w_shape, stride, padding):
+def conv_output_shape(x_shape, w_shape, stride, padding, dilation=(1, 1)):
     (N, _, H, W), (O, _, KH, KW) = x_shape, w_shape
-    return (N, O, checks.output_size(H, KH, stride[0], padding[0]), checks.output_size(W, KW, stride[1], padding[1]))
+    return (N, O, checks.output_size(H, KH, stride[0], padding[0], dilation[0]),
+            checks.output_size(W, KW, stride[1], padding[1], dilation[1]))
 
 
-def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding):
-    """All four convolution ops on the CUDA implementation against cpu.py."""
+def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
+    """All four convolution ops on the CUDA implementation against the NumPy ones."""
     x, w = shuffled(x_shape, dtype, 1), shuffled(w_shape, dtype, 2)
     b = shuffled(w_shape[:1], dtype, 3)
-    dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
-    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), to_cuda(b), stride, padding),
-                cpu.conv2d_forward(x, w, b, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
-                cpu.conv2d_backward_data(dy, w, x_shape, stride, padding), dtype)
-    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), w_shape, stride, padding),
-                cpu.conv2d_backward_weight(x, dy, w_shape, stride, padding), dtype)
+    dy = shuffled(conv_output_shape(x_shape, w_shape, stride, padding, dilation), dtype, 4)
+    options = (stride, padding, dilation, groups)
+    assert_same(cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), to_cuda(b), *options),
+                cpu.conv2d_forward(x, w, b, *options), dtype)
+    assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, *options),
+                cpu.conv2d_backward_data(dy, w, x_shape, *options), dtype)
+    assert_same(cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy), w_shape, *options),
+                cpu.conv2d_backward_weight(x, dy, w_shape, *options), dtype)
     assert_same(cuda_ops.conv2d_backward_bias(to_cuda(dy)), cpu.conv2d_backward_bias(dy), dtype)
 
 
@@ -69,6 +72,10 @@ CONV_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, padding
     "1D as H = 1": ((2, 3, 1, 11), (4, 3, 1, 3), (1, 2), (0, 1)),
     "channels and taps spanning several tiles": ((1, 17, 5, 5), (18, 17, 3, 3), (1, 1), (1, 1)),
     "weight gradient summed in 3 chunks": ((4, 2, 24, 24), (3, 2, 3, 3), (1, 1), (1, 1)),
+    # (dilation, groups) after the padding
+    "dilation 2, groups 2": ((2, 4, 9, 8), (6, 2, 3, 3), (1, 1), (2, 2), (2, 2), 2),
+    "depthwise, stride and dilation sharing a factor": ((1, 3, 11, 12), (3, 1, 3, 2), (2, 2), (1, 0), (2, 4), 3),
+    "groups spanning several tiles": ((1, 34, 5, 5), (36, 17, 3, 3), (1, 1), (1, 1), (1, 1), 2),
 }
 
 
@@ -149,7 +156,7 @@ def test_max_pool2d_first_maximum_wins_ties(to_cuda):
     assert cuda.as_numpy(argmax).item() == 0
 
 
-def test_max_pool2d_first_nan_wins(to_cuda):
+def test_max_pool2d_last_nan_wins(to_cuda):
     x = shuffled((1, 2, 5, 5), np.float64)
     x[0, 0, 1, 1] = x[0, 0, 2, 3] = x[0, 1, 0, 0] = np.nan
     x[0, 1, 4, 4] = np.inf
@@ -180,7 +187,10 @@ def test_gradients_are_bit_identical_across_runs(to_cuda):
         db = cuda_ops.conv2d_backward_bias(to_cuda(dy))
         _, argmax = cuda_ops.max_pool2d_forward(to_cuda(x), (3, 3), (1, 1))
         dx = cuda_ops.max_pool2d_backward(to_cuda(pooled), argmax, x.shape, (3, 3), (1, 1))
-        runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx)])
+        # depthwise, dilated: chunked per group
+        dw_depthwise = cuda_ops.conv2d_backward_weight(to_cuda(x), to_cuda(dy[:, :3]), (3, 1, 3, 3), (1, 1), (2, 2),
+                                                       (2, 2), 3)
+        runs.append([cuda.as_numpy(a).tobytes() for a in (dw, db, dx, dw_depthwise)])
     assert runs[0] == runs[1]
 
 
@@ -201,6 +211,7 @@ def test_every_gemm_tile_computes_every_pass(to_cuda, monkeypatch, dtype, tile):
     monkeypatch.setattr(launch, "gemm_tile", lambda rows, cols: tile)
     monkeypatch.setattr(launch, "MAX_GRID", 1)
     check_conv(to_cuda, dtype, (2, 5, 9, 7), (70, 5, 3, 2), (2, 1), (1, 1))
+    check_conv(to_cuda, dtype, (2, 6, 9, 7), (69, 2, 3, 2), (2, 1), (2, 1), (2, 3), 3)  # per group, too
 
 
 def test_gemm_tile_follows_the_narrow_side():
@@ -236,8 +247,8 @@ STRIDED_BACKWARD_DATA_CASES = {  # x (N, C, H, W), w (O, C, KH, KW), stride, pad
 def test_strided_backward_data_by_phases_matches_numpy(to_cuda, monkeypatch, dtype, case):
     # dx starts as NaN, not as whatever memory held: every pixel, those of phases that no tap
     # reaches included, must be written (0 there).
-    empty = cuda_ops._empty
-    monkeypatch.setattr(cuda_ops, "_empty", lambda *args, **kwargs: _filled_with_nan(empty(*args, **kwargs)))
+    empty = _kernels.empty
+    monkeypatch.setattr(_kernels, "empty", lambda *args, **kwargs: _filled_with_nan(empty(*args, **kwargs)))
     x_shape, w_shape, stride, padding = case
     w, dy = shuffled(w_shape, dtype, 2), shuffled(conv_output_shape(x_shape, w_shape, stride, padding), dtype, 4)
     assert_same(cuda_ops.conv2d_backward_data(to_cuda(dy), to_cuda(w), x_shape, stride, padding),
@@ -264,7 +275,7 @@ def test_strided_conv1d_layer_matches_numpy_layer(to_cuda):
 
 def test_backward_data_launches_one_product_per_stride_phase_over_its_taps_only():
     def plan(N, C, H, W, O, KH, KW, SH, SW, PH, PW):  # per phase: (r_h, r_w), rows, K = O * taps, launch
-        return [((ph.r, pw.r), N * ph.pixels * pw.pixels, O * ph.taps * pw.taps, config)
+        return [((ph.tap, pw.tap), N * ph.pixels * pw.pixels, O * ph.taps * pw.taps, config)
                 for ph, pw, config in launch.conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW)]
     # The ResNet stem (7x7, stride 2, padding 3): 4 phases of 112x112 pixels, with 4x4, 4x3, 3x4
     # and 3x3 taps: each of the 49 taps in one phase, a quarter of the seeds' reduction per pixel.
@@ -282,19 +293,23 @@ def test_backward_data_launches_one_product_per_stride_phase_over_its_taps_only(
     assert [r for r, _, _, _ in plan(1, 1, 2, 1, 1, 1, 1, 3, 1, 0, 0)] == [(0, 0), (1, 0)]
 
 
-@pytest.mark.parametrize("size, kernel, stride, padding",
-                         [(224, 7, 2, 3), (16000, 80, 4, 0), (7, 2, 3, 1), (2, 1, 3, 0), (5, 7, 2, 5), (9, 3, 1, 1)])
-def test_stride_phases_split_the_seeds_sum_into_its_nonzero_terms(size, kernel, stride, padding):
-    # Row first + i*S of phase r meets dy row q + i - j through tap r + j*S: exactly the
-    # (ih, oh, ky) with ih + padding = oh*S + ky, each once, over the phases together.
+@pytest.mark.parametrize("size, kernel, stride, padding, dilation",
+                         [(224, 7, 2, 3, 1), (16000, 80, 4, 0, 1), (7, 2, 3, 1, 1), (2, 1, 3, 0, 1), (5, 7, 2, 5, 1),
+                          (9, 3, 1, 1, 1), (11, 3, 2, 2, 2), (13, 4, 4, 3, 2), (17, 5, 3, 4, 2), (12, 3, 2, 0, 3),
+                          (20, 4, 6, 5, 4), (9, 3, 1, 2, 2)])
+def test_stride_phases_split_the_seeds_sum_into_its_nonzero_terms(size, kernel, stride, padding, dilation):
+    # Row first + i*S of phase r meets dy row q + i - j*dy_step through tap tap + j*tap_step:
+    # exactly the (ih, oh, ky) with ih + padding = oh*S + ky*dilation, each once, over the
+    # phases together; phases whose residue no dilated tap reaches have none.
     terms = []
     for r in range(stride):
-        phase = launch.stride_phase(size, kernel, stride, padding, r)
-        terms += [(phase.first + i * stride, phase.q + i - j, r + j * stride)
-                  for i in range(phase.pixels) for j in range(phase.taps)]
-    assert sum(launch.stride_phase(size, kernel, stride, padding, r).pixels for r in range(stride)) == size
-    assert sorted(terms) == sorted((ih, (ih + padding - k) // stride, k) for ih in range(size) for k in range(kernel)
-                                   if (ih + padding - k) % stride == 0)
+        p = launch.stride_phase(size, kernel, stride, padding, r, dilation)
+        terms += [(p.first + i * stride, p.q + i - j * p.dy_step, p.tap + j * p.tap_step)
+                  for i in range(p.pixels) for j in range(p.taps)]
+    assert sum(launch.stride_phase(size, kernel, stride, padding, r, dilation).pixels for r in range(stride)) == size
+    assert sorted(terms) == sorted((ih, (ih + padding - k * dilation) // stride, k)
+                                   for ih in range(size) for k in range(kernel)
+                                   if (ih + padding - k * dilation) % stride == 0)
 
 
 def test_grid_stride_loops_cover_work_beyond_the_grid(to_cuda, monkeypatch):
@@ -340,7 +355,7 @@ def test_bad_dtypes_and_shapes_are_refused_before_launch(to_cuda):
         cuda_ops.max_pool2d_backward(y, argmax.astype(np.int64), x.shape, (2, 2), (2, 2))
     with pytest.raises(ValueError, match=r"conv2d_backward_data: expected dy of shape \(1, 1, 2, 2\), but got \(1, 1, 3, 3\)"):
         cuda_ops.conv2d_backward_data(to_cuda(np.zeros((1, 1, 3, 3))), w, (1, 1, 4, 4), (1, 1), (0, 0))
-    with pytest.raises(ValueError, match=r"conv2d_forward: weight of shape \(1, 2, 3, 3\) has 2 input channels, but x has 1"):
+    with pytest.raises(ValueError, match=r"conv2d_forward: weight of shape \(1, 2, 3, 3\) has 2 input channels per group, but x has 1 channels in 1 groups"):
         cuda_ops.conv2d_forward(x, to_cuda(np.zeros((1, 2, 3, 3), np.float32)), None, (1, 1), (0, 0))
 
 
@@ -419,4 +434,4 @@ def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
     # No test machine holds a tensor with a 2^31-long side; the check itself is what stands
     # between such a size and an OverflowError (or a silently wrapped int) at launch.
     with pytest.raises(ValueError, match=r"below 2\^31, but got 2147483648"):
-        cuda_ops._ints(1, 2**31)
+        _kernels.ints(1, 2**31)

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-import gpucnn.backends.cuda as cuda_ops
+from gpucnn.backends.cuda import _kernels
 from gpucnn import cuda, functional as F, nn, optim
 
 
@@ -16,7 +16,7 @@ def _no_kernel_launches(monkeypatch):
     """Every error here must come before the first kernel launch; a launch fails the test."""
     def launch(kernel, *args):
         pytest.fail(f"kernel {kernel} was launched")
-    monkeypatch.setattr(cuda_ops, "_launch", launch)
+    monkeypatch.setattr(_kernels, "launch_kernel", launch)
 
 
 def raises(*fragments):

@@ -10,7 +10,6 @@ import pytest
 
 from gpucnn import checkpoint, data, evaluate, predict, train
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_second", "seconds")
 
 
@@ -191,8 +190,6 @@ def test_a_net_without_convolutions_plots_its_curves_only(tmp_path, capsys):
     assert "wrote metrics.csv, metrics.json, curves.png in" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(not (ROOT / "gpucnn" / "backends" / "cuda.py").exists(),
-                    reason="gpucnn/backends/cuda.py (the CUDA backend) does not exist yet")
 def test_short_run_on_the_cuda_emulator(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
     flags = ["--epochs", "1", "--limit-train", "64", "--limit-test", "32", "--batch-size", "16", "--seed", "1"]

@@ -1,17 +1,23 @@
 """The dispatch seam: the one place where an op picks its NumPy or its CUDA implementation.
 
 `cpu` and `cuda` define the same functions with the same arguments (NCHW arrays, 2-tuples
-for kernel, stride and padding). Layers call `ops_for(x).conv2d_forward(...)` and never
-look at the backend themselves. 1D layers use these 2D ops with H = 1.
+for kernel, stride, padding and dilation). Layers call `ops_for(x).conv2d_forward(...)`
+and never look at the backend themselves. 1D layers use these 2D ops with H = 1.
 
-    conv2d_forward(x, w, b, stride, padding) -> y                 (b may be None)
-    conv2d_backward_data(dy, w, x_shape, stride, padding) -> dx
-    conv2d_backward_weight(x, dy, w_shape, stride, padding) -> dw
+    conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1) -> y     (b may be None)
+    conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), groups=1) -> dx
+    conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1) -> dw
+        w: (O, C/groups, KH, KW); padding is symmetric (the layer turns padding="same"
+        into it); dilation D spreads the taps D apart, spanning D*(K-1)+1 pixels
     conv2d_backward_bias(dy) -> db
-    max_pool2d_forward(x, kernel, stride) -> (y, argmax)      argmax: int32 index ky*KW+kx in the window
-    max_pool2d_backward(dy, argmax, x_shape, kernel, stride) -> dx
-    avg_pool2d_forward(x, kernel, stride) -> y
-    avg_pool2d_backward(dy, x_shape, kernel, stride) -> dx
+    max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False) -> (y, argmax)
+        argmax: int32 index ky*KW+kx in the window, from its corner in the padded input;
+        PyTorch's pick: the first maximum, or the last NaN
+    max_pool2d_backward(dy, argmax, x_shape, kernel, stride, padding=(0, 0), ceil_mode=False) -> dx
+    avg_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True) -> y
+    avg_pool2d_backward(dy, x_shape, kernel, stride, padding=(0, 0), ceil_mode=False, count_include_pad=True) -> dx
+        pooling pads by at most half the window; ceil_mode rounds the output size up
+        (PyTorch's rule: no window starts past the input and its leading padding)
     relu_forward(x) -> y
     relu_backward(dy, y) -> dx
 """

@@ -1,5 +1,7 @@
-"""Conv1d and Conv2d. Forward, backward-data (the seeds' rot180 "full" convolution),
-weight and bias gradients all come from the backend of the input's device."""
+"""Conv1d and Conv2d, with PyTorch's options: stride, padding (ints or 'same'/'valid'),
+dilation and groups (depthwise: groups = in_channels). Forward, backward-data (the seeds'
+rot180 "full" convolution), weight and bias gradients all come from the backend of the
+input's device."""
 import math
 
 from .. import checks, cuda, functional as F
@@ -11,45 +13,57 @@ from .module import Module, Parameter
 class _ConvNd(Module):
     nd = None
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, bias=True,
+                 padding_mode="zeros"):
         super().__init__()
         name = type(self).__name__
         self.in_channels = checks.positive(name, "in_channels", in_channels)
         self.out_channels = checks.positive(name, "out_channels", out_channels)
-        self.kernel_size = checks.positive(name, "kernel_size", checks.tuple_arg(name, "kernel_size", kernel_size, self.nd))
-        self.stride = checks.positive(name, "stride", checks.tuple_arg(name, "stride", stride, self.nd))
-        self.padding = checks.non_negative(name, "padding", checks.tuple_arg(name, "padding", padding, self.nd))
-        fan_in = in_channels * math.prod(self.kernel_size)
-        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels) + self.kernel_size, fan_in))
+        self.kernel_size, self.stride, self.padding, self.dilation, self.groups = F.conv_options(
+            name, kernel_size, stride, padding, dilation, groups, self.nd)
+        for what, channels in (("in_channels", in_channels), ("out_channels", out_channels)):
+            if channels % self.groups:
+                raise ValueError(f"{name}: {what} must be divisible by groups, but got {what}={channels}, "
+                                 f"groups={self.groups}")
+        if padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported, but got padding_mode={padding_mode!r}")
+        self.padding_mode = padding_mode
+        fan_in = in_channels // self.groups * math.prod(self.kernel_size)
+        self.weight = Parameter(init.kaiming_uniform((out_channels, in_channels // self.groups) + self.kernel_size,
+                                                     fan_in))
         self.bias = Parameter(init.bias_uniform((out_channels,), fan_in)) if bias else None
         self._x = None
 
     def forward(self, x):
         w, b = self.weight.data, self.bias.data if self.bias is not None else None
-        stride, padding = F.conv_args(type(self).__name__, x, w, b, self.stride, self.padding, self.nd)
-        self._x, self._geometry = F.as_2d(x, self.nd), (stride, padding)
-        y = F.from_2d(ops_for(x).conv2d_forward(self._x, F.as_2d(w, self.nd), b, stride, padding), self.nd)
-        self._y_shape = y.shape
+        g = F.conv_args(type(self).__name__, x, w, b, self.stride, self.padding, self.nd, self.dilation, self.groups)
+        self._x, self._geometry = F.pad_end(F.as_2d(x, self.nd), g.extra), g
+        y = F.from_2d(ops_for(x).conv2d_forward(self._x, F.as_2d(w, self.nd), b, *g.options), self.nd)
+        self._y_shape, self._x_shape = y.shape, F.as_2d(x, self.nd).shape
         return y
 
     def backward(self, dy):
         x = self.saved("_x")
         cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, input=x)
         checks.gradient(type(self).__name__, dy, self._y_shape, x.dtype)
-        stride, padding = self._geometry
-        ops, nd = ops_for(x), self.nd
+        g, ops, nd = self._geometry, ops_for(x), self.nd
         dy = F.as_2d(dy, nd)
         w = F.as_2d(self.weight.data, nd)
-        self.weight.accumulate(F.from_2d(ops.conv2d_backward_weight(x, dy, w.shape, stride, padding), nd))
+        self.weight.accumulate(F.from_2d(ops.conv2d_backward_weight(x, dy, w.shape, *g.options), nd))
         if self.bias is not None:
             self.bias.accumulate(ops.conv2d_backward_bias(dy))
-        dx = ops.conv2d_backward_data(dy, w, x.shape, stride, padding)
-        return F.from_2d(dx, nd)
+        dx = ops.conv2d_backward_data(dy, w, x.shape, *g.options)
+        H, W = self._x_shape[2:]
+        return F.from_2d(dx[:, :, :H, :W], nd)  # without the zeros pad_end added for padding='same'
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if any(self.padding):
+        if isinstance(self.padding, str) or any(self.padding):
             s += f", padding={self.padding}"
+        if any(d != 1 for d in self.dilation):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
         return s + ("" if self.bias is not None else ", bias=False")
 
 
@@ -59,5 +73,5 @@ class Conv1d(_ConvNd):
 
 
 class Conv2d(_ConvNd):
-    """2D convolution over (N, C, H, W); kernel_size, stride, padding: int or (h, w)."""
+    """2D convolution over (N, C, H, W); kernel_size, stride, padding, dilation: int or (h, w)."""
     nd = 2

@@ -6,6 +6,7 @@ skips the launch and returns the empty output. Kernels loop grid-stride, so grid
 capped and any size still runs.
 All shared memory is declared statically in the kernels (`shared_mem` stays 0).
 """
+import math
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -36,7 +37,7 @@ class GemmTile:
         return f"{self.rows}, {self.cols}, {self.k_slice}, {self.thread_rows}, {self.thread_cols}"
 
 
-# Every tile is instantiated for every GEMM kernel (cuda.py), so one tile shape can serve any
+# Every tile is instantiated for every GEMM kernel (conv.py), so one tile shape can serve any
 # pass. 4 x 4 per thread: 16 multiply-adds for 8 operands read from shared memory (2 wide
 # reads in float32); one accumulator per thread needs 2 reads per multiply-add. Per slice a
 # thread gathers rows * k_slice / threads elements of A (cols * k_slice / threads of B), each
@@ -83,69 +84,88 @@ def gemm_tile(rows, cols):
     return min(GEMM_TILES, key=work)
 
 
-def tiled_gemm(rows, cols):
-    """A (rows x cols) implicit-GEMM product: blockIdx.x walks row tiles, blockIdx.y column tiles."""
-    if rows == 0 or cols == 0:
+def tiled_gemm(rows, cols, products=1):
+    """`products` independent (rows x cols) implicit-GEMM products (a convolution's groups, or
+    groups times weight-gradient chunks): blockIdx.x walks row tiles, blockIdx.y column tiles,
+    blockIdx.z the products (grid-stride: conv2d.cu's FOR_EACH_GROUP)."""
+    if rows == 0 or cols == 0 or products == 0:
         return None
     tile = gemm_tile(rows, cols)
-    return Launch((_blocks(rows, tile.rows), _blocks(cols, tile.cols)), (tile.threads,), tile=tile)
+    grid = (_blocks(rows, tile.rows), _blocks(cols, tile.cols), min(products, MAX_GRID))
+    return Launch(grid, (tile.threads,), tile=tile)
 
 
-def conv2d_forward(N, O, OH, OW):
-    """Rows: output pixels (n, oh, ow); columns: output channels."""
-    return tiled_gemm(N * OH * OW, O)
+def conv2d_forward(N, O, OH, OW, groups=1):
+    """Per group: rows: output pixels (n, oh, ow); columns: the group's output channels."""
+    return tiled_gemm(N * OH * OW, O // groups, groups)
 
 
-class StridePhase(namedtuple("StridePhase", "first pixels r taps q")):
+class StridePhase(namedtuple("StridePhase", "first pixels tap taps tap_step q dy_step")):
     """One stride phase of backward-data along one axis: conv2d.cu's StridePhase, field for
     field. Its input rows are first, first + S, ... (pixels of them): those with
-    (ih + padding) % S == r. Its taps are r, r + S, ... below the kernel size (taps of them),
-    and its row first + i*S meets dy row q + i - j through tap r + j*S."""
+    (ih + padding) % S == r. Its taps are those that reach such rows, tap, tap + tap_step, ...
+    below the kernel size (taps of them), and its row first + i*S meets dy row
+    q + i - j*dy_step through tap tap + j*tap_step."""
 
 
-def stride_phase(size, kernel, stride, padding, r):
-    """Phase r of an axis with size input rows and a kernel of that many taps."""
+def stride_phase(size, kernel, stride, padding, r, dilation=1):
+    """Phase r of an axis with size input rows and a kernel of that many taps, dilation apart.
+
+    Tap k reaches the phase's rows when k*dilation = r (mod stride). With d = gcd(dilation,
+    stride), none does unless d divides r; else the least one, tap < stride/d, and every
+    stride/d-th after it do, and one tap step moves the dy row back by dilation/d.
+    """
     first = (r - padding) % stride
-    return StridePhase(first, len(range(first, size, stride)), r, len(range(r, kernel, stride)),
-                       (first + padding - r) // stride)
+    pixels = len(range(first, size, stride))
+    d = math.gcd(dilation, stride)
+    tap_step, dy_step = stride // d, dilation // d
+    tap = next((k for k in range(tap_step) if k * dilation % stride == r), None)
+    if tap is None:  # no tap lands on these rows: their dx is 0
+        return StridePhase(first, pixels, 0, 0, tap_step, 0, dy_step)
+    return StridePhase(first, pixels, tap, len(range(tap, kernel, tap_step)), tap_step,
+                       (first + padding - tap * dilation) // stride, dy_step)
 
 
-def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW):
+def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW, DH=1, DW=1, groups=1):
     """[(phase along H, phase along W, Launch or None)]: one launch per stride phase that holds
-    input pixels, SH x SW of them (one at stride 1). Rows: the phase's input pixels (n, i, i2);
-    columns: input channels; reduction: (o, j, jx) over the phase's taps only. None where the
-    phase has no taps (stride > kernel: no window reaches its pixels, whose dx is 0) or the
-    batch is empty."""
+    input pixels, SH x SW of them (one at stride 1). Per group: rows: the phase's input pixels
+    (n, i, i2); columns: the group's input channels; reduction: (o, j, jx) over the group's
+    output channels and the phase's taps only. None where the phase has no taps (stride >
+    kernel, or stride and dilation sharing a factor: no window reaches its pixels, whose dx
+    is 0) or the batch is empty."""
     phases = []
-    for ph in (stride_phase(H, KH, SH, PH, r) for r in range(SH)):
-        for pw in (stride_phase(W, KW, SW, PW, r) for r in range(SW)):
+    for ph in (stride_phase(H, KH, SH, PH, r, DH) for r in range(SH)):
+        for pw in (stride_phase(W, KW, SW, PW, r, DW) for r in range(SW)):
             if ph.pixels and pw.pixels:
-                phases.append((ph, pw, tiled_gemm(N * ph.pixels * pw.pixels, C) if ph.taps and pw.taps else None))
+                config = tiled_gemm(N * ph.pixels * pw.pixels, C // groups, groups) if ph.taps and pw.taps else None
+                phases.append((ph, pw, config))
     return phases
 
 
-def weight_gradient_chunks(O, C, KH, KW, positions):
+def weight_gradient_chunks(O, C, KH, KW, positions, groups=1):
     """(chunk, chunks): the weight gradient's sum over N*OH*OW positions, cut into chunks.
+    (O, C, KH, KW) is the weight's shape: C counts a group's input channels.
 
-    Few output tiles (small filters) would leave most of a GPU idle while each block walks
-    the whole batch, so blocks split the positions and their partial sums are added after.
-    The cut depends on the shapes alone: the order of additions, and the result's bits,
-    never change between runs. An empty batch is one empty chunk, which writes zeros.
+    Few output tiles (small filters, few groups) would leave most of a GPU idle while each
+    block walks the whole batch, so blocks split the positions and their partial sums are
+    added after. The cut depends on the shapes alone: the order of additions, and the
+    result's bits, never change between runs. An empty batch is one empty chunk, which
+    writes zeros.
     """
     if positions == 0:
         return GEMM_K_SLICE, 1
-    tile = gemm_tile(O, C * KH * KW)
-    tiles = _blocks(O, tile.rows) * _blocks(C * KH * KW, tile.cols)
+    tile = gemm_tile(O // groups, C * KH * KW)
+    tiles = _blocks(O // groups, tile.rows) * _blocks(C * KH * KW, tile.cols) * groups
     wanted = max(1, min(-(-BUSY_BLOCKS // tiles), -(-positions // MIN_CHUNK), MAX_GRID))
     chunk = -(-positions // wanted)
     chunk = -(-chunk // GEMM_K_SLICE) * GEMM_K_SLICE  # whole k slices
     return chunk, -(-positions // chunk)
 
 
-def conv2d_backward_weight(O, C, KH, KW, chunks):
-    """Rows: output channels; columns: filter taps (c, ky, kx); blockIdx.z: the chunk of positions."""
-    config = tiled_gemm(O, C * KH * KW)
-    return config and Launch(config.grid + (chunks,), config.block, tile=config.tile)
+def conv2d_backward_weight(O, C, KH, KW, chunks, groups=1):
+    """Per group and chunk of positions (blockIdx.z, group-major): rows: the group's output
+    channels; columns: filter taps (c, ky, kx)."""
+    return tiled_gemm(O // groups, C * KH * KW, groups * chunks)
 
 
 def conv2d_backward_bias(O):

@@ -53,6 +53,14 @@ def line_of(text):
     return next(i for i, line in enumerate(LINES, 1) if text in line)
 
 
+def reported(module, kernel, threads, *args):
+    """The KernelError of launching kernel in one block of threads, with args."""
+    with pytest.raises(KernelError) as caught:
+        module.get_function(kernel)((1,), (threads,), args)
+    assert caught.value.kernel == kernel
+    return caught.value
+
+
 def test_float_to_tf32_rounds_to_nearest_ties_away_from_zero(module):
     one_ulp = 2.0 ** -10  # of a TF32 number in [1, 2)
     x = np.array([1 + one_ulp / 2, -(1 + one_ulp / 2), 1 + 3 * one_ulp / 2, 1 + one_ulp / 2 - 2.0 ** -23,
@@ -101,48 +109,39 @@ def test_four_warps_through_shared_memory_any_size(module):
 
 
 def test_a_tile_past_a_shared_array_is_reported(checking):
-    with pytest.raises(KernelError) as caught:
-        checking.get_function("wmma_load_past_shared")((1,), (32,), (np.ones(128, np.float32), np.zeros(32, np.float32)))
-    e = caught.value
-    assert e.check == "out-of-bounds" and e.kernel == "wmma_load_past_shared"
+    e = reported(checking, "wmma_load_past_shared", 32, np.ones(128, np.float32), np.zeros(32, np.float32))
+    assert e.check == "out-of-bounds"
     assert "read of 4 bytes at byte 512 of shared array tile, which holds 512 bytes" in str(e)
     assert "thread (16, 0, 0)" in str(e)  # lane 16 holds the fragment's row 8: the tile's row 16
     assert e.line == line_of("wmma::load_matrix_sync(a, &tile[8][0], 8);")
 
 
 def test_an_unwritten_tile_is_reported(checking):
-    with pytest.raises(KernelError) as caught:
-        checking.get_function("wmma_load_unwritten")((1,), (32,), (np.zeros(32, np.float32),))
-    assert caught.value.check == "uninitialized" and "byte 0 of shared array tile" in str(caught.value)
+    e = reported(checking, "wmma_load_unwritten", 32, np.zeros(32, np.float32))
+    assert e.check == "uninitialized" and "byte 0 of shared array tile" in str(e)
 
 
 def test_a_tile_shared_between_warps_without_a_barrier_races(checking):
-    with pytest.raises(KernelError) as caught:
-        checking.get_function("wmma_store_load_race")((1,), (64,), (np.zeros(32, np.float32),))
-    e = caught.value
+    e = reported(checking, "wmma_store_load_race", 64, np.zeros(32, np.float32))
     assert e.check == "race" and "read-after-write" in str(e) and "shared array tile" in str(e)
     assert "thread (32, 0, 0) reads it" in str(e) and "thread (0, 0, 0) wrote it" in str(e)
 
 
 def test_a_warp_that_does_not_all_arrive_is_a_barrier_error(module):
-    with pytest.raises(KernelError) as caught:
-        module.get_function("wmma_half_warp")((1,), (32,), (np.ones(1, np.float32), np.zeros(32, np.float32)))
-    assert caught.value.check == "barrier" and "exited" in str(caught.value)
+    e = reported(module, "wmma_half_warp", 32, np.ones(1, np.float32), np.zeros(32, np.float32))
+    assert e.check == "barrier" and "exited" in str(e)
 
 
 def test_a_warp_collective_needs_a_whole_warp(module):
-    with pytest.raises(KernelError) as caught:
-        module.get_function("wmma_load_unwritten")((1,), (16,), (np.zeros(32, np.float32),))
-    assert caught.value.check == "barrier" and "needs the whole warp" in str(caught.value)
+    e = reported(module, "wmma_load_unwritten", 16, np.zeros(32, np.float32))
+    assert e.check == "barrier" and "needs the whole warp" in str(e)
 
 
 def test_a_misaligned_tile_is_reported(checking):
-    with pytest.raises(KernelError) as caught:
-        checking.get_function("wmma_misaligned")((1,), (32,), (np.ones(64, np.float32), np.zeros(32, np.float32)))
-    assert caught.value.check == "misaligned" and "16 bytes past a multiple of 32" in str(caught.value)
+    e = reported(checking, "wmma_misaligned", 32, np.ones(64, np.float32), np.zeros(32, np.float32))
+    assert e.check == "misaligned" and "16 bytes past a multiple of 32" in str(e)
 
 
 def test_lanes_at_different_calls_are_a_barrier_error(module):
-    with pytest.raises(KernelError) as caught:
-        module.get_function("wmma_divergent_loads")((1,), (32,), (np.ones(256, np.float32), np.zeros(32, np.float32)))
-    assert caught.value.check == "barrier" and "lane 16 of the warp is at another call" in str(caught.value)
+    e = reported(module, "wmma_divergent_loads", 32, np.ones(256, np.float32), np.zeros(32, np.float32))
+    assert e.check == "barrier" and "lane 16 of the warp is at another call" in str(e)

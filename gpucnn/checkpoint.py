@@ -8,7 +8,8 @@ A run folder keeps its newest checkpoint as checkpoints/epoch-NNNN/ with two fil
                                 epoch and a SHA-256 digest of the weights
     training_state.safetensors  optimizer arrays; its metadata (JSON) holds the epoch, the
                                 optimizer's numbers, the shuffling generator's state, the
-                                config, the metrics rows so far, the digest of its own arrays
+                                config, the lr scheduler's and the augmentation generator's
+                                states, the metrics rows so far, the digest of its own arrays
                                 and the digest of the weights it was saved with
 
 safetensors has no checksum, so a flipped byte in tensor data would load silently: the
@@ -72,17 +73,18 @@ def digest(tensors):
     """SHA-256 (hex) of named arrays: each name, dtype, shape and bytes, in name order."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name], order="C")
         h.update(json.dumps([name, a.dtype.str, list(a.shape)]).encode())
         h.update(a.tobytes())
     return h.hexdigest()
 
 
-def save(run_dir, model, optimizer, epoch, rng, config, metrics=()):
+def save(run_dir, model, optimizer, epoch, rng, config, metrics=(), states=None):
     """Write checkpoints/epoch-<epoch>/ in run_dir atomically and drop every other epoch; returns its path.
 
     `metrics` (metrics.csv's rows up to this epoch) is kept with the training state, so that a
-    resumed run's metrics.csv always matches its checkpoint."""
+    resumed run's metrics.csv always matches its checkpoint. `states`: more JSON-ready state to
+    resume from (the lr scheduler's, the augmentation generator's)."""
     root = os.path.join(run_dir, CHECKPOINTS)
     os.makedirs(root, exist_ok=True)
     final = os.path.join(root, f"epoch-{epoch:04d}")
@@ -91,7 +93,8 @@ def save(run_dir, model, optimizer, epoch, rng, config, metrics=()):
     try:
         os.makedirs(tmp)
 
-        weights = {name: np.ascontiguousarray(a) for name, a in model.state_dict().items()}
+        # np.asarray, not np.ascontiguousarray: that makes a 0-d buffer (num_batches_tracked) 1-d.
+        weights = {name: np.asarray(a, order="C") for name, a in model.state_dict().items()}
         weights_digest = digest(weights)
         write_atomic(os.path.join(tmp, MODEL_FILE), safetensors.numpy.save(weights, metadata={
             "format": "pt", "gpucnn_config": json.dumps(config), "gpucnn_epoch": str(epoch), "gpucnn_digest": weights_digest}))
@@ -105,7 +108,7 @@ def save(run_dir, model, optimizer, epoch, rng, config, metrics=()):
                 else:
                     numbers.setdefault(str(i), {})[key] = value
         state = {"epoch": epoch, "optimizer_hyper": opt["hyper"], "optimizer_numbers": numbers,
-                 "rng": rng.bit_generator.state, "config": config, "metrics": list(metrics),
+                 "rng": rng.bit_generator.state, "config": config, "states": states or {}, "metrics": list(metrics),
                  "weights_digest": weights_digest, "digest": digest(arrays)}
         write_atomic(os.path.join(tmp, STATE_FILE), safetensors.numpy.save(arrays, metadata={"gpucnn": json.dumps(state)}))
     except OSError:  # a full or read-only disk: no half-built checkpoint folder is left
@@ -143,6 +146,15 @@ def find(path):
     return found
 
 
+def _safetensors_header(data):
+    """Whether data opens as a safetensors file: its header's length (8 bytes, little-endian),
+    then the JSON header. A length of 128 mod 256 makes its first byte 0x80, as a pickle's."""
+    if len(data) < 9:
+        return False
+    (header_len,) = struct.unpack("<Q", data[:8])
+    return 8 + header_len <= len(data) and data[8:9] == b"{"
+
+
 def _read(path):
     """(tensors, metadata) of a safetensors file, with a clear error for anything else."""
     try:
@@ -150,7 +162,7 @@ def _read(path):
             data = f.read()
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint file {path} is missing") from None
-    if data.startswith(_PICKLE_MAGIC):
+    if data.startswith(_PICKLE_MAGIC) and not _safetensors_header(data):
         raise CheckpointError(f"{path} looks like a pickle or torch.save file; gpucnn loads only safetensors")
     try:
         tensors = safetensors.numpy.load(data)
@@ -220,7 +232,7 @@ def load_training_state(path):
         return {
             "weights": weights, "config": config, "epoch": int(epoch),
             "optimizer": {"hyper": state["optimizer_hyper"], "state": optimizer_state},
-            "rng": np.random.Generator(rng), "metrics": list(state["metrics"]),
+            "rng": np.random.Generator(rng), "metrics": list(state["metrics"]), "states": state.get("states", {}),
         }
     except CheckpointError:
         raise

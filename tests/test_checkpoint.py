@@ -1,4 +1,5 @@
 """Checkpoints: a full round trip, atomic replacement, and clear errors for bad files."""
+import json
 import os
 import pickle
 
@@ -144,3 +145,19 @@ def test_metrics_rows_travel_with_the_training_state(tmp_path):
     rows = [{"epoch": 1, "test_accuracy": "0.5"}]
     checkpoint.save(str(tmp_path), model, opt, 1, rng, CONFIG, rows)
     assert checkpoint.load_training_state(str(tmp_path))["metrics"] == rows
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_a_header_length_of_128_mod_256_is_no_pickle(tmp_path, protocol):
+    """A safetensors header of 128 + 256k bytes opens with 0x80, a pickle's first byte: such a
+    checkpoint loads, and a pickle is still refused."""
+    path = tmp_path / "model.safetensors"
+    weights = {"w": np.zeros(2, np.float32)}
+    for pad in range(256):
+        data = safetensors.numpy.save(weights, metadata={"gpucnn_config": json.dumps({"pad": "x" * pad}),
+                                                         "gpucnn_epoch": "1", "gpucnn_digest": checkpoint.digest(weights)})
+        if data[0] == 0x80:
+            break
+    path.write_bytes(data)
+    assert checkpoint.load_model(str(path))[1] == {"pad": "x" * pad}
+    path.write_bytes(pickle.dumps({"w": [0.0, 0.0]}, protocol=protocol))
+    with pytest.raises(checkpoint.CheckpointError, match="looks like a pickle or torch.save file"):
+        checkpoint.load_model(str(path))

@@ -9,6 +9,9 @@ from gpucnn import nn, optim
 OPTIMIZERS = {
     "sgd-momentum": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.01),
     "adam": lambda ps: optim.Adam(ps, lr=0.01, weight_decay=0.01),
+    "sgd-dampening": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01),
+    "sgd-nesterov": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+    "adamw-amsgrad": lambda ps: optim.AdamW(ps, lr=0.01, amsgrad=True),
 }
 
 
@@ -52,7 +55,7 @@ def test_state_dict_holds_plain_numpy_and_the_hyperparameters():
     opt = optim.Adam(model.parameters(), lr=0.02, betas=(0.8, 0.9))
     run(opt, model, grads[:2])
     sd = opt.state_dict()
-    assert sd["hyper"] == {"lr": 0.02, "betas": (0.8, 0.9), "eps": 1e-8, "weight_decay": 0}
+    assert sd["hyper"] == {"lr": 0.02, "betas": (0.8, 0.9), "eps": 1e-8, "weight_decay": 0, "amsgrad": False}
     assert sorted(sd["state"]) == list(range(len(model.parameters())))
     assert sd["state"][0]["step"] == 2
     assert type(sd["state"][0]["exp_avg"]) is np.ndarray

@@ -102,3 +102,15 @@ def test_install_lines_and_the_cuda_hint_say_what_works():
         assert not re.search(r"pip install [\"']?gpucnn", text), name
     assert 'pip install -e ".[cuda12]"' in cuda.INSTALL_HINT and 'pip install -e ".[cuda12]"' in texts["README.md"]
     assert 'pip install -e ".[train]"' in texts["README.md"]
+
+
+def test_a_source_tree_without_symlinks_runs_its_kernels(tmp_path):
+    """`pip install -e .` from a checkout without links (what `make train` does there) reads the
+    kernels from the top-level cuda_kernels/ instead of the text file the link became."""
+    tree = checkout_without_symlinks(tmp_path / "clone")
+    probe = ("from gpucnn.backends import cuda; import sys; "
+             "print(all(cuda.kernel_source(f) for f in cuda.KERNEL_FILES), sorted(cuda.KERNEL_FILES))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": str(tree), "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("True") and all(k in result.stdout for k in KERNELS)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gpucnn import checkpoint, runs, train
+from gpucnn import checkpoint, recipe, runs, train
 
 QUICK = ["--epochs", "2", "--limit-train", "64", "--limit-test", "32", "--no-plots"]
 
@@ -94,8 +94,20 @@ def test_settings_that_cannot_train_are_refused(tmp_path, capsys, flag, value):
 
 
 def test_a_diverging_run_stops_and_keeps_its_last_finite_checkpoint(tmp_path, monkeypatch, capsys):
-    real_lr = train.lr_at
-    monkeypatch.setattr(train, "lr_at", lambda config, epoch: real_lr(config, epoch) if epoch == 1 else 1e9)
+    real_schedule = recipe.schedule
+
+    class Exploding:  # epoch 1 as scheduled, then a learning rate that overflows the weights
+        def __init__(self, config, optimizer, resumed=None):
+            self.optimizer, self.scheduler = optimizer, real_schedule(config, optimizer, resumed)
+
+        def step(self):
+            self.scheduler.step()
+            self.optimizer.lr = 1e9
+
+        def state_dict(self):
+            return self.scheduler.state_dict()
+
+    monkeypatch.setattr(recipe, "schedule", Exploding)
     err = cli_error(capsys, tmp_path, *QUICK[:1], "3", *QUICK[2:], "--schedule", "constant", code=1)
     assert "loss became" in err and "epoch 2/3" in err and "try a smaller --lr" in err
     assert "The last finite checkpoint is kept: " + str(tmp_path / "checkpoints" / "epoch-0001") in err

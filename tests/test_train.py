@@ -10,6 +10,7 @@ import pytest
 
 from gpucnn import checkpoint, data, evaluate, predict, train
 
+ROOT = Path(__file__).resolve().parents[1]
 TIMING = ("images_per_second", "seconds")
 
 
@@ -81,6 +82,11 @@ class Killed(BaseException):
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     flags = ["--epochs", "3", "--limit-train", "256", "--limit-test", "64", "--optimizer", "adam", "--seed", "5"]
+    assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags)
+
+
+def assert_killed_run_resumes_exactly(tmp_path, monkeypatch, flags):
+    """A run with `flags` killed in its third epoch, then resumed, ends as one never stopped."""
     assert run(tmp_path / "whole", *flags) == 0
 
     real_epoch, calls = train.run_epoch, []

@@ -20,6 +20,26 @@ and never look at the backend themselves. 1D layers use these 2D ops with H = 1.
         (PyTorch's rule: no window starts past the input and its leading padding)
     relu_forward(x) -> y
     relu_backward(dy, y) -> dx
+    leaky_relu_forward(x, negative_slope) -> y
+    leaky_relu_backward(dy, x, negative_slope) -> dx
+    sigmoid_forward(x) -> y,    sigmoid_backward(dy, y) -> dx
+    tanh_forward(x) -> y,       tanh_backward(dy, y) -> dx
+    gelu_forward(x, approximate) -> y                         approximate: "none" (erf) or "tanh"
+    gelu_backward(dy, x, approximate) -> dx
+
+Batch normalization takes (N, C, S) arrays (S = H*W, or L, or 1) and per-channel (C,) arrays:
+
+    batch_norm_statistics(x) -> (mean, var)                     var biased (divided by N*S)
+    batch_norm_invstd(var, eps) -> 1 / sqrt(var + eps)
+    batch_norm_update_running(running_mean, running_var, mean, var, factor, M)
+                              in place: r = (1 - factor) r + factor b, var unbiased (x M/(M-1))
+    batch_norm_forward(x, mean, invstd, weight, bias) -> y
+    batch_norm_backward_reduce(dy, x, mean, invstd) -> (dweight, dbias)
+    batch_norm_backward_data(dy, x, mean, invstd, weight, dweight, dbias, batch_stats) -> dx
+    dropout_apply(x, seed, call, threshold, scale) -> x * (scale where kept, else 0)
+                              kept: top 24 bits of Philox4x32-10 word >= threshold (dropout.cu)
+    adaptive_avg_pool2d_forward(x, output_size) -> y
+    adaptive_avg_pool2d_backward(dy, x_shape) -> dx
 """
 # Not `from .. import cuda`: importing the submodule backends.cuda rebinds that name here.
 from ..cuda import is_cuda_array

@@ -122,6 +122,31 @@ def vgg_cifar(nn):
     )
 
 
+class _TorchWithResidual:
+    """torch.nn's names, and a Residual with gpucnn's children `body` and `shortcut`."""
+
+    def __init__(self, torch_nn):
+        class Residual(torch_nn.Module):
+            def __init__(self, body, shortcut=None):
+                super().__init__()
+                self.body, self.shortcut = body, shortcut
+
+            def forward(self, x):
+                return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+        self._nn, self.Residual = torch_nn, Residual
+
+    def __getattr__(self, name):
+        return getattr(self._nn, name)
+
+
+def resnet20(lib):
+    """`--arch resnet` on CIFAR-10's 3x32x32 images: ResNet-20 (BatchNorm, residual blocks,
+    global average pooling), from gpucnn.nn or, with a Residual added, torch.nn."""
+    from .. import arch
+    return arch.build_model("resnet", (3, 32, 32), 10, lib if hasattr(lib, "Residual") else _TorchWithResidual(lib))
+
+
 @dataclass(frozen=True)
 class Train:
     """One SGD training step (forward, loss, backward, update) of a whole network."""
@@ -141,6 +166,7 @@ TRAINING = [
     Train("lenet5.b128", lenet5, 128, 1, 28, 28),
     Train("lenet5.b1024", lenet5, 1024, 1, 28, 28),
     Train("vgg-cifar.b256", vgg_cifar, 256, 3, 32, 32),
+    Train("resnet20.b128", resnet20, 128, 3, 32, 32),
 ]
 
 # --quick: LeNet-5 alone, which runs in seconds on any machine.

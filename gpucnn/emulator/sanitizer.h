@@ -272,7 +272,12 @@ GPUCNN_EMU_RUNTIME inline void check_access(const void* p, std::size_t size, Acc
                                             bool natural) {
     if (!current || size == 0) return;  // not kernel code: static initialisation
     const auto* a = static_cast<const unsigned char*>(p);
-    if (within(a, threadIdx) || within(a, blockIdx) || within(a, blockDim) || within(a, gridDim)) return;
+    // The thread's own stack (locals the compiler keeps in memory) is not checked: most
+    // accesses of kernel code land there, so this test comes first.
+    const auto* stack = static_cast<const unsigned char*>(current->stack);
+    if ((stack <= a && a < stack + stack_bytes) || within(a, threadIdx) || within(a, blockIdx) ||
+        within(a, blockDim) || within(a, gridDim))
+        return;
     const auto address = reinterpret_cast<std::uintptr_t>(a);
     Region* r = find_region(a);
     const char* what = access == read_access ? "read" : access == write_access ? "write" : "atomic update";
@@ -286,10 +291,7 @@ GPUCNN_EMU_RUNTIME inline void check_access(const void* p, std::size_t size, Acc
     if (!r || a < r->data || a + size > r->data + r->size) {
         if (!r) {
             const Image& image = own_image();
-            const auto* stack = static_cast<const unsigned char*>(current->stack);
-            if ((image.lo <= address && address + size <= image.hi) ||
-                (stack <= a && a + size <= stack + stack_bytes))
-                return;
+            if (image.lo <= address && address + size <= image.hi) return;
         }
         describe_address(where, sizeof where, a, r);
         describe_thread(who, sizeof who, block_serial, current->tid);

@@ -3,13 +3,17 @@ import math
 
 import numpy as np
 
+from .. import rng
+
 _generator = np.random.default_rng()
 
 
 def manual_seed(seed):
-    """Seed the generator that initializes every new layer's parameters."""
+    """Seed the generator that initializes every new layer's parameters, and the dropout
+    masks' stream (`gpucnn.rng`), as torch.manual_seed seeds both."""
     global _generator
     _generator = np.random.default_rng(seed)
+    rng.seed(seed)
 
 
 def uniform(shape, bound, dtype=np.float32):

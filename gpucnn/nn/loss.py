@@ -1,33 +1,48 @@
-"""Losses: `loss = crit(input, target)` returns a Python float, `crit.backward()` d loss / d input."""
-from .. import functional as F
-from ..cuda import get_array_module
+"""Losses: `loss = crit(input, target)` returns a Python float (or, with reduction='none', an array),
+`crit.backward()` d loss / d input."""
+from .. import checks, cuda, functional as F
 from .module import Module
 
 
 class CrossEntropyLoss(Module):
-    """Softmax + negative log-likelihood of integer class labels, averaged over the batch."""
+    """torch.nn.CrossEntropyLoss with class-index targets: softmax + negative log-likelihood,
+    `weight` per class, rows whose target is `ignore_index` left out, `label_smoothing` mixing
+    in the uniform distribution. reduction 'mean' divides by the summed weights of the rows
+    kept; 'mean' and 'sum' return a Python float, 'none' an (N,) array whose backward takes an
+    (N,) dy. Arguments after weight are keyword-only: torch's positional ones in between
+    (size_average, reduce) are deprecated there and absent here."""
 
-    def __init__(self):
+    def __init__(self, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__()
-        self._probs = None
+        F.cross_entropy_options("CrossEntropyLoss", weight, ignore_index, reduction, label_smoothing)
+        # A buffer, as in torch: .to() moves it, .float()/.double() cast it, state_dict() holds it.
+        self.register_buffer("weight", weight)
+        self.ignore_index = int(ignore_index)
+        self.reduction, self.label_smoothing = reduction, float(label_smoothing)
+        self._saved = None
 
     def forward(self, logits, target):
-        F.cross_entropy_args("CrossEntropyLoss", logits, target)
-        xp = get_array_module(logits)
-        logp = F.log_softmax(logits, axis=1)
-        self._probs, self._target = xp.exp(logp), target
-        return float(-logp[xp.arange(len(target)), target].mean())
+        F.cross_entropy_args("CrossEntropyLoss", logits, target, self.weight, self.ignore_index)
+        loss, self._saved = F.cross_entropy_forward(logits, target, self.weight, self.ignore_index,
+                                                    self.reduction, self.label_smoothing)
+        return loss
 
     def __call__(self, logits, target):
         return self.forward(logits, target)
 
     def backward(self, dy=1.0):
-        """(softmax - one_hot) / N, times dy (the gradient of whatever was built on the loss)."""
-        probs = self.saved("_probs")
-        xp = get_array_module(probs)
-        grad = probs.copy()
-        grad[xp.arange(len(self._target)), self._target] -= 1
-        return grad * (dy / len(self._target))
+        """d loss / d logits times dy (the gradient of whatever was built on the loss): a number
+        for 'mean' and 'sum', an array shaped like the (N,) loss for 'none'."""
+        saved = self.saved("_saved")
+        probs = saved["probs"]
+        if self.reduction == "none":
+            cuda.check_same_device("CrossEntropyLoss.backward", dy=dy, input=probs)
+            checks.gradient("CrossEntropyLoss", dy, probs.shape[:1], probs.dtype)
+        return F.cross_entropy_backward(saved, dy, self.reduction, self.label_smoothing)
+
+    def extra_repr(self):
+        return (f"weight={'None' if self.weight is None else checks.shape_str(self.weight.shape)}, "
+                f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, label_smoothing={self.label_smoothing}")
 
 
 class MSELoss(Module):

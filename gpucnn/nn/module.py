@@ -26,15 +26,27 @@ class Module:
 
     Parameters and sub-modules are registered in assignment order, which fixes the order
     and the dotted names of `parameters()` and `state_dict()` as in torch.nn.
+    Buffers (`register_buffer`) are state that is not learned, such as BatchNorm's running
+    statistics: in `state_dict()` and moved by `.to()`, but not in `parameters()`.
     """
 
     def __init__(self):
         object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
 
+    def register_buffer(self, name, value):
+        """Make value (an array on the module's device, or None for none) the buffer `name`."""
+        if name in self._parameters or name in self._modules:
+            raise ValueError(f"{type(self).__name__}: cannot register buffer {name!r}: the name is taken")
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
     def __setattr__(self, name, value):
-        if isinstance(value, Parameter):
+        if name in self._buffers:  # assigning to a buffer replaces its array
+            self._buffers[name] = value
+        elif isinstance(value, Parameter):
             self._parameters[name] = value
         elif name in self._parameters:  # None drops it from parameters() and state_dict(), as in torch.nn
             if value is not None:
@@ -63,15 +75,45 @@ class Module:
             raise RuntimeError(f"{type(self).__name__}: backward called before forward")
         return value
 
-    def named_parameters(self, prefix=""):
-        for name, p in self._parameters.items():
-            if p is not None:
-                yield prefix + name, p
+    def _named_members(self, table, prefix):
+        """(dotted name, value) of every non-None entry of table (_parameters or _buffers), this
+        module's first, then each child's."""
+        for name, value in getattr(self, table).items():
+            if value is not None:
+                yield prefix + name, value
         for name, m in self._modules.items():
-            yield from m.named_parameters(prefix + name + ".")
+            yield from m._named_members(table, prefix + name + ".")
+
+    def named_parameters(self, prefix=""):
+        return self._named_members("_parameters", prefix)
 
     def parameters(self):
         return [p for _, p in self.named_parameters()]
+
+    def named_buffers(self, prefix=""):
+        return self._named_members("_buffers", prefix)
+
+    def buffers(self):
+        return [b for _, b in self.named_buffers()]
+
+    def _state_entries(self, prefix=""):
+        """(dotted name, module, attribute, is parameter) of every array in state_dict(), in
+        torch's order: a module's own parameters, then its own buffers, then each child's."""
+        for name, p in self._parameters.items():
+            if p is not None:
+                yield prefix + name, self, name, True
+        for name, b in self._buffers.items():
+            if b is not None:
+                yield prefix + name, self, name, False
+        for name, m in self._modules.items():
+            yield from m._state_entries(prefix + name + ".")
+
+    def _floating_buffers(self):
+        """(module, name, array) of every buffer of a floating dtype: those .float()/.double() cast."""
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                if b is not None and b.dtype.kind == "f":
+                    yield m, name, b
 
     def modules(self):
         yield self
@@ -91,18 +133,25 @@ class Module:
         return self.train(False)
 
     def to(self, device):
-        """Move every parameter to "cpu" or "cuda" in place (an optimizer built before keeps working)."""
+        """Move every parameter and buffer to "cpu" or "cuda" in place (an optimizer built before keeps working)."""
         cuda.check_device(device)
         for p in self.parameters():
             p.data = cuda.to_device(p.data, device)
             if p.grad is not None:
                 p.grad = cuda.to_device(p.grad, device)
+        for m in self.modules():
+            for name, b in m._buffers.items():
+                if b is not None:
+                    setattr(m, name, cuda.to_device(b, device))
         return self
 
     def _cast(self, dtype):
+        """Parameters and floating buffers to dtype; integer buffers (a batch count) stay as they are, as in torch."""
         for p in self.parameters():
             p.data = p.data.astype(dtype)
             p.grad = None
+        for m, name, b in list(self._floating_buffers()):
+            setattr(m, name, b.astype(dtype))
         return self
 
     def float(self):
@@ -112,15 +161,18 @@ class Module:
         return self._cast(np.float64)
 
     def state_dict(self):
-        """{dotted name: NumPy array copy}, the keys, order and shapes of the torch.nn equivalent."""
-        return OrderedDict((name, cuda.as_numpy(p.data).copy()) for name, p in self.named_parameters())
+        """{dotted name: NumPy array copy} of parameters and buffers, the keys, order and shapes of
+        the torch.nn equivalent."""
+        return OrderedDict((name, cuda.as_numpy(_array(m, attr, is_param)).copy())
+                           for name, m, attr, is_param in self._state_entries())
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy arrays into the parameters, keeping each parameter's device and dtype."""
+        """Copy arrays into the parameters and buffers, keeping each one's device and dtype."""
         if not isinstance(state_dict, Mapping):
             raise ValueError(f"{type(self).__name__}.load_state_dict: expected state_dict to be dict-like, "
                              f"but got {type(state_dict).__name__}")
-        own = OrderedDict(self.named_parameters())
+        entries = {name: (m, attr, is_param) for name, m, attr, is_param in self._state_entries()}
+        own = OrderedDict((name, _array(*entry)) for name, entry in entries.items())
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
         if strict and (missing or unexpected):
@@ -128,20 +180,24 @@ class Module:
                 f"Error(s) in loading state_dict for {type(self).__name__}: "
                 f"missing keys: {missing}, unexpected keys: {unexpected}"
             )
-        for name, p in own.items():
+        for name, a in own.items():
             if name not in state_dict:
                 continue
             value = cuda.as_numpy(state_dict[name])
-            if tuple(value.shape) != tuple(p.data.shape):
+            if tuple(value.shape) != tuple(a.shape):
                 raise ValueError(
                     f"Error(s) in loading state_dict for {type(self).__name__}: size mismatch for {name}: "
                     f"copying a param with shape {checks.shape_str(value.shape)} from checkpoint, "
-                    f"the shape in current model is {checks.shape_str(p.data.shape)}"
+                    f"the shape in current model is {checks.shape_str(a.shape)}"
                 )
-        for name, p in own.items():
+        for name, a in own.items():
             if name in state_dict:
-                value = np.array(cuda.as_numpy(state_dict[name]), dtype=p.data.dtype)
-                p.data = cuda.to_device(value, cuda.device_of(p.data))
+                value = cuda.to_device(np.array(cuda.as_numpy(state_dict[name]), dtype=a.dtype), cuda.device_of(a))
+                m, attr, is_param = entries[name]
+                if is_param:
+                    getattr(m, attr).data = value
+                else:
+                    setattr(m, attr, value)
         return self
 
     def extra_repr(self):
@@ -152,6 +208,12 @@ class Module:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"  ({name}): " + repr(m).replace("\n", "\n  ") for name, m in self._modules.items()]
         return f"{type(self).__name__}(\n" + "\n".join(lines) + "\n)"
+
+
+def _array(module, attr, is_param):
+    """The array held by a parameter (its .data) or a buffer."""
+    value = getattr(module, attr)
+    return value.data if is_param else value
 
 
 class Sequential(Module):

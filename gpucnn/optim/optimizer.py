@@ -1,4 +1,4 @@
-"""What SGD and Adam share: the parameter list, lazily created per-parameter state, and
+"""What SGD, Adam and AdamW share: the parameter list, lazily created per-parameter state, and
 state_dict / load_state_dict for checkpoints."""
 import numpy as np
 
@@ -16,6 +16,12 @@ class Optimizer:
             raise ValueError(f"{type(self).__name__}: invalid weight_decay value: {hyper['weight_decay']} (must be >= 0)")
         self.hyper = hyper
         self.state = {}  # parameter index -> {name: array or number}, created on first step
+
+    @property
+    def param_groups(self):
+        """torch's list of parameter groups: here always one, the hyperparameters, which the
+        schedulers in lr_scheduler read and write (lr, and initial_lr once one is attached)."""
+        return [self.hyper]
 
     @property
     def lr(self):

@@ -6,6 +6,7 @@ kernel's parameter (np.int32 for int). Each family module declares its own kerne
 (`declare`), so a new family adds a module and touches nothing here.
 """
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
@@ -48,8 +49,15 @@ def _raw_module_class(emulated):
 
 
 def kernel_source(filename):
-    """The text of one of the package's .cu files."""
-    return (resources.files("gpucnn") / "cuda_kernels" / filename).read_text()
+    """The text of one of the package's .cu files. A wheel has them in gpucnn/cuda_kernels; in
+    a source tree that is a link to the top-level cuda_kernels/, which a checkout without
+    symbolic links turns into a one-line text file: then the top-level folder is read."""
+    folder = resources.files("gpucnn") / "cuda_kernels"
+    if not folder.is_dir():
+        folder = Path(__file__).resolve().parents[3] / "cuda_kernels"
+    if not (folder / filename).is_file():
+        raise RuntimeError(f"gpucnn: the CUDA kernel file {filename} is missing from {folder}; reinstall gpucnn")
+    return (folder / filename).read_text()
 
 
 def _instance(kernel, c_type, tile=None):

@@ -758,27 +758,45 @@ __global__ void __launch_bounds__(BLOCK) add_partial_sums(const T* __restrict__ 
     }
 }
 
-// db[o] = sum over (n, oh, ow) of dy[n, o, oh, ow]. One block per channel: thread t sums the
-// elements t, t + BLOCK, ... in order, then a fixed tree adds the BLOCK partial sums.
+// db[o] = sum over (n, oh, ow) of dy[n, o, oh, ow], in two passes so that a layer with few
+// channels still keeps many blocks busy. Block (z, o) sums positions [z * chunk, (z + 1) *
+// chunk) of channel o, position i = n*OH*OW + p, into partials[z * O + o]: thread t the
+// positions t, t + BLOCK, ... of it in order, then a fixed tree adds the BLOCK partial sums;
+// add_partial_sums then adds the chunks in chunk order (with one chunk, partials is db). A
+// thread splits its first position into (n, p) once and steps both by BLOCK: no division
+// per element.
 template <typename T, int BLOCK>
-__global__ void __launch_bounds__(BLOCK) conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int O, int OH, int OW)
+__global__ void __launch_bounds__(BLOCK) conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ partials, int N,
+                                                              int O, int OH, int OW, long long chunk, int chunks)
 {
     __shared__ T partial[BLOCK];
     const int t = threadIdx.x;
-    const long long OHW = (long long)OH * OW;
-    for (int o = blockIdx.x; o < O; o += gridDim.x) {
-        T sum = T(0);
-        for (long long i = t; i < N * OHW; i += BLOCK)
-            sum += dy[((i / OHW) * O + o) * OHW + i % OHW];
-        partial[t] = sum;
-        __syncthreads();
-        for (int half = BLOCK / 2; half > 0; half /= 2) {
-            if (t < half)
-                partial[t] += partial[t + half];
+    const long long OHW = (long long)OH * OW, positions = N * OHW;
+    const long long step_n = BLOCK / OHW, step_p = BLOCK % OHW;
+    for (int o = blockIdx.y; o < O; o += gridDim.y) {
+        for (long long z = blockIdx.x; z < chunks; z += gridDim.x) {
+            const long long end = min((z + 1) * chunk, positions);
+            long long i = z * chunk + t, n = i / OHW, p = i % OHW;
+            T sum = T(0);
+            for (; i < end; i += BLOCK) {
+                sum += dy[(n * O + o) * OHW + p];
+                n += step_n;
+                p += step_p;
+                if (p >= OHW) {
+                    p -= OHW;
+                    ++n;
+                }
+            }
+            partial[t] = sum;
             __syncthreads();
+            for (int half = BLOCK / 2; half > 0; half /= 2) {
+                if (t < half)
+                    partial[t] += partial[t + half];
+                __syncthreads();
+            }
+            if (t == 0)
+                partials[z * O + o] = partial[0];
+            __syncthreads();  // partial is reused for the next chunk
         }
-        if (t == 0)
-            db[o] = partial[0];
-        __syncthreads();  // partial is reused for the next channel
     }
 }

@@ -108,6 +108,11 @@ def conv2d_backward_bias(dy):
     (dyc,) = _kernels.inputs("conv2d_backward_bias", dy=dy)
     N, O, OH, OW = dy.shape
     db = _kernels.empty((O,), dy.dtype, like=dy)
-    _kernels.launch_kernel("conv2d_backward_bias", launch.conv2d_backward_bias(O), dy,
-                           (dyc, db) + _kernels.ints(N, O, OH, OW))
+    chunk, chunks = launch.bias_gradient_chunks(O, N * OH * OW)
+    partials = db if chunks == 1 else _kernels.empty((chunks, O), dy.dtype, like=dy)
+    _kernels.launch_kernel("conv2d_backward_bias", launch.conv2d_backward_bias(O, chunks), dy,
+                           (dyc, partials) + _kernels.ints(N, O, OH, OW) + (np.int64(chunk), np.int32(chunks)))
+    if chunks > 1:
+        _kernels.launch_kernel("add_partial_sums", launch.elementwise(O), dy,
+                               (partials, db, np.int32(chunks), np.int64(O)))
     return db

@@ -195,13 +195,26 @@ def weight_gradient_chunks(O, C, KH, KW, positions, groups=1):
     result's bits, never change between runs. An empty batch is one empty chunk, which
     writes zeros.
     """
-    if positions == 0:
-        return GEMM_K_SLICE, 1
     tile = gemm_tile(O // groups, C * KH * KW)
     tiles = _blocks(O // groups, tile.rows) * _blocks(C * KH * KW, tile.cols) * groups
-    wanted = max(1, min(-(-BUSY_BLOCKS // tiles), -(-positions // MIN_CHUNK), MAX_GRID))
+    return _chunks(positions, tiles, GEMM_K_SLICE)  # whole k slices
+
+
+def bias_gradient_chunks(O, positions):
+    """(chunk, chunks): the bias gradient's sum over N*OH*OW positions per channel, cut into
+    chunks as weight_gradient_chunks cuts the weight gradient's: a layer with 6 channels
+    would otherwise run 6 blocks. Chunks are whole multiples of REDUCE_BLOCK positions."""
+    return _chunks(positions, max(O, 1), REDUCE_BLOCK)
+
+
+def _chunks(positions, blocks, unit):
+    """Cut positions into chunks of a multiple of unit, enough for blocks x chunks to reach
+    about BUSY_BLOCKS, each of at least MIN_CHUNK positions; an empty sum is one chunk."""
+    if positions == 0:
+        return unit, 1
+    wanted = max(1, min(-(-BUSY_BLOCKS // blocks), -(-positions // MIN_CHUNK), MAX_GRID))
     chunk = -(-positions // wanted)
-    chunk = -(-chunk // GEMM_K_SLICE) * GEMM_K_SLICE  # whole k slices
+    chunk = -(-chunk // unit) * unit
     return chunk, -(-positions // chunk)
 
 
@@ -211,11 +224,11 @@ def conv2d_backward_weight(O, C, KH, KW, chunks, groups=1, tf32=False):
     return tiled_gemm(O // groups, C * KH * KW, groups * chunks, tf32)
 
 
-def conv2d_backward_bias(O):
-    """One block per output channel."""
+def conv2d_backward_bias(O, chunks):
+    """A block per chunk (blockIdx.x) of each output channel (blockIdx.y)."""
     if O == 0:
         return None
-    return Launch((min(O, MAX_GRID),), (REDUCE_BLOCK,))
+    return Launch((min(chunks, MAX_GRID), min(O, MAX_GRID)), (REDUCE_BLOCK,))
 
 
 def elementwise(total):

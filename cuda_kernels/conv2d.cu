@@ -522,7 +522,7 @@ __device__ void tiled_gemm_tf32(long long M, long long J, long long k_begin, lon
     __trap();
 #else
     using namespace nvcuda;
-    constexpr int BK = TF32_K, THREADS = BM * BN / WM / WN * 32;
+    constexpr int BK = TF32_K, THREADS = (BM / WM) * (BN / WN) * 32;
     constexpr int LDA = BM + shared_pad(BK), LDB = BN + shared_pad(BK), LDC = BM + 4;
     static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "whole fragments per warp");
     static_assert(LDA % 4 == 0 && LDB % 4 == 0 && LDC % 4 == 0 && BK * LDA % 8 == 0 && BK * LDB % 8 == 0,
@@ -587,13 +587,12 @@ struct Tf32Gemm {
 // of groups runs (depthwise: one per channel) within the grid's limits.
 #define FOR_EACH_GROUP(g, G) for (int g = blockIdx.z; g < (G); g += gridDim.z)
 
-// The threads of a GEMM kernel's block: (BM/TM) x (BN/TN), written without parentheses for
-// the emulator's reader of __launch_bounds__. The kernels declare at least 1 block per SM:
-// with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances at 64 or 128
-// registers and spilled to local memory.
-#define GEMM_THREADS BM * BN / TM / TN
-// The TF32 kernels': a warp per WM x WN patch of the BM x BN tile.
-#define TF32_THREADS BM * BN / WM / WN * 32
+// The threads of a GEMM kernel's block (tiled_gemm's THREADS). The kernels declare at least
+// 1 block per SM: with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances
+// at 64 or 128 registers and spilled to local memory.
+#define GEMM_THREADS ((BM / TM) * (BN / TN))
+// The TF32 kernels' (tiled_gemm_tf32's THREADS): a warp per WM x WN patch of the BM x BN tile.
+#define TF32_THREADS ((BM / WM) * (BN / WN) * 32)
 
 // y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, g*C/G + c, oh*SH - PH + ky*DH, ow*SW - PW + kx*DW]
 // * w[o, c, ky, kx], for o in group g and c below C/G.

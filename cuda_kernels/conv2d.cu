@@ -1,7 +1,8 @@
 // Convolution on NCHW arrays with filters w of shape (O, C/G, KH, KW), dilation (DH, DW) and
 // G groups: forward, backward-data (the seeds' "full" convolution with the filter turned 180
-// degrees), weight and bias gradients. No #include: the same text compiles with NVRTC, nvcc
-// and the CPU emulator.
+// degrees), weight and bias gradients. The same text compiles with NVRTC, nvcc and the CPU
+// emulator; its one #include, <mma.h> (the tensor cores' nvcuda::wmma, for the TF32 path),
+// is CUDA's header there and the emulator's own gpucnn/emulator/mma.h here.
 //
 // Forward, backward-data and weight gradient are each one matrix product C = A B whose
 // operands are never stored (implicit GEMM): each block computes a BM x BN tile of C, each
@@ -21,6 +22,8 @@
 // bits (no atomics anywhere in this file). The weight gradient's reduction runs over the
 // whole batch, so it is cut into chunks of a length fixed by the shapes alone (blockIdx.z
 // picks one); a second kernel adds the chunks' partial sums in chunk order.
+
+#include <mma.h>
 
 // Every multiply-add is an explicit fused one, rounded once: the compiler may not choose
 // (NVRTC runs with --fmad=false and the emulator with -ffp-contract=off), so a GPU and the
@@ -395,11 +398,47 @@ __device__ void multiply_slice(const T (*As)[BM + shared_pad(BK)], const T (*Bs)
     }
 }
 
+// The k loop of one BM x BN tile, for either GEMM: slices of A and B are gathered a slice
+// ahead (SliceLoader) and alternate between two shared buffers, As[0|1] and Bs[0|1], so one
+// barrier per slice suffices: the buffer being filled was last read before the previous
+// barrier. multiply(As[b], Bs[b]) runs the products of a staged slice.
+template <typename T, int BM, int BN, int BK, int THREADS, typename OperandA, typename OperandB, typename Multiply>
+__device__ void for_each_slice(long long m0, long long M, long long j0, long long J, long long k_begin,
+                               long long k_end, const OperandA& a, const OperandB& b,
+                               T (*As)[BK][BM + shared_pad(BK)], T (*Bs)[BK][BN + shared_pad(BK)],
+                               const Multiply& multiply)
+{
+    SliceLoader<T, BM, BK, THREADS, OperandA> load_a(a, m0, M, k_begin);
+    SliceLoader<T, BN, BK, THREADS, OperandB> load_b(b, j0, J, k_begin);
+    load_a.load((int)min(k_end - k_begin, (long long)BK));
+    load_b.load((int)min(k_end - k_begin, (long long)BK));
+    load_a.put(As[0]);
+    load_b.put(Bs[0]);
+    __syncthreads();
+    int buffer = 0;
+    for (long long k0 = k_begin; k0 < k_end; k0 += BK) {
+        const bool more = k0 + BK < k_end;
+        if (more) {  // in flight while the products below run
+            const int depth = (int)min(k_end - k0 - BK, (long long)BK);
+            load_a.advance();
+            load_b.advance();
+            load_a.load(depth);
+            load_b.load(depth);
+        }
+        multiply(As[buffer], Bs[buffer]);
+        if (more) {
+            load_a.put(As[buffer ^ 1]);
+            load_b.put(Bs[buffer ^ 1]);
+        }
+        __syncthreads();
+        buffer ^= 1;
+    }
+}
+
 // C (M x J) = A B over k in [k_begin, k_end), written through store (StoreRows).
 // blockIdx.x walks BM-row tiles and blockIdx.y BN-column tiles, both grid-stride; a block
 // has (BM/TM) x (BN/TN) threads, thread (tm, tn) owning rows tm*TM.. and columns tn*TN.. of
-// the tile. Slices alternate between two shared buffers, so one barrier per slice suffices:
-// the buffer being filled was last read before the previous barrier.
+// the tile.
 template <typename T, int BM, int BN, int BK, int TM, int TN, typename OperandA, typename OperandB, typename Store>
 __device__ void tiled_gemm(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
                            const OperandB& b, const Store& store)
@@ -411,33 +450,13 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
     const int tm = threadIdx.x % (BM / TM), tn = threadIdx.x / (BM / TM);
     for (long long j0 = (long long)blockIdx.y * BN; j0 < J; j0 += (long long)gridDim.y * BN) {
         for (long long m0 = (long long)blockIdx.x * BM; m0 < M; m0 += (long long)gridDim.x * BM) {
-            SliceLoader<T, BM, BK, THREADS, OperandA> load_a(a, m0, M, k_begin);
-            SliceLoader<T, BN, BK, THREADS, OperandB> load_b(b, j0, J, k_begin);
             typename Store::Row out = store.row(m0 + tm * TM);
-            load_a.load((int)min(k_end - k_begin, (long long)BK));
-            load_b.load((int)min(k_end - k_begin, (long long)BK));
-            load_a.put(As[0]);
-            load_b.put(Bs[0]);
-            __syncthreads();
             T acc[TM][TN] = {};
-            int buffer = 0;
-            for (long long k0 = k_begin; k0 < k_end; k0 += BK) {
-                const bool more = k0 + BK < k_end;
-                if (more) {  // in flight while the products below run
-                    const int depth = (int)min(k_end - k0 - BK, (long long)BK);
-                    load_a.advance();
-                    load_b.advance();
-                    load_a.load(depth);
-                    load_b.load(depth);
-                }
-                multiply_slice<T, BM, BN, BK, TM, TN>(As[buffer], Bs[buffer], tm, tn, acc);
-                if (more) {
-                    load_a.put(As[buffer ^ 1]);
-                    load_b.put(Bs[buffer ^ 1]);
-                }
-                __syncthreads();
-                buffer ^= 1;
-            }
+            for_each_slice<T, BM, BN, BK, THREADS>(
+                m0, M, j0, J, k_begin, k_end, a, b, As, Bs,
+                [&](const T (*as)[BM + shared_pad(BK)], const T (*bs)[BN + shared_pad(BK)]) {
+                    multiply_slice<T, BM, BN, BK, TM, TN>(as, bs, tm, tn, acc);
+                });
             for (int i = 0; i < TM; ++i, store.next(out))
                 for (int j = 0; j < TN; ++j)
                     if (m0 + tm * TM + i < M && j0 + tn * TN + j < J)
@@ -445,6 +464,124 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
         }
     }
 }
+
+// The TF32 path (gpucnn.set_float32_matmul_precision("high")): C = A B on tensor cores.
+// Operands are gathered exactly as tiled_gemm gathers them (SliceLoader, a slice ahead, two
+// shared buffers, one barrier per slice), k 8 at a time: one m16n16k8 step. Each warp owns a
+// WM x WN patch of the BM x BN tile, (WM/16) x (WN/16) accumulator fragments. A fragment's
+// operands are rounded to TF32 (cvt.rna: to nearest, ties away from zero) after loading;
+// products are exact and sums float32. The tile is staged through shared memory, column-
+// major, on its way out, so that a warp stores 32 consecutive rows m of one column: 32
+// neighbouring output pixels of forward's y, one 128-byte line.
+// Shared k-major slices are exactly wmma's layouts: A (m, k) at As[k][m] is column-major
+// with ldm BM + pad, B (k, j) at Bs[k][j] row-major with ldm BN + pad; every fragment
+// pointer is 32-byte aligned because each such row is a multiple of 32 bytes long (static
+// asserts below).
+// Before sm_80 there are no TF32 tensor cores (and CUDA's <mma.h> declares no TF32 fragment):
+// the TF32 kernels compile to a trap there, which the launcher never picks.
+constexpr int TF32_K = 8;
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+// A fragment of A or B loaded, each element rounded to TF32 (the tensor core would only drop
+// the low bits: round to nearest is half the error).
+template <typename Fragment>
+__device__ void load_tf32(Fragment& f, const float* p, unsigned ldm)
+{
+    nvcuda::wmma::load_matrix_sync(f, p, ldm);
+#pragma unroll
+    for (int e = 0; e < f.num_elements; ++e)
+        f.x[e] = nvcuda::wmma::__float_to_tf32(f.x[e]);
+}
+
+template <int BM, int BN, int WM, int WN, typename Accumulators>
+__device__ void multiply_slice_tf32(const float (*As)[BM + shared_pad(TF32_K)],
+                                    const float (*Bs)[BN + shared_pad(TF32_K)], int wm, int wn, Accumulators& acc)
+{
+    using namespace nvcuda;
+    wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major> a[WM / 16];
+    wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major> b[WN / 16];
+#pragma unroll
+    for (int i = 0; i < WM / 16; ++i)
+        load_tf32(a[i], &As[0][wm * WM + i * 16], BM + shared_pad(TF32_K));
+#pragma unroll
+    for (int j = 0; j < WN / 16; ++j)
+        load_tf32(b[j], &Bs[0][wn * WN + j * 16], BN + shared_pad(TF32_K));
+#pragma unroll
+    for (int i = 0; i < WM / 16; ++i)
+#pragma unroll
+        for (int j = 0; j < WN / 16; ++j)
+            wmma::mma_sync(acc[i][j], a[i], b[j], acc[i][j]);
+}
+#endif
+
+template <int BM, int BN, int WM, int WN, typename OperandA, typename OperandB, typename Store>
+__device__ void tiled_gemm_tf32(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
+                                const OperandB& b, const Store& store)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+    __trap();
+#else
+    using namespace nvcuda;
+    constexpr int BK = TF32_K, THREADS = (BM / WM) * (BN / WN) * 32;
+    constexpr int LDA = BM + shared_pad(BK), LDB = BN + shared_pad(BK), LDC = BM + 4;
+    static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "whole fragments per warp");
+    static_assert(LDA % 4 == 0 && LDB % 4 == 0 && LDC % 4 == 0 && BK * LDA % 8 == 0 && BK * LDB % 8 == 0,
+                  "ldm a multiple of 16 bytes, fragment pointers (16 elements apart in a row) 32-byte aligned");
+    static_assert(THREADS % BM == 0, "each thread stores whole columns' worth of one row");
+    __align__(32) __shared__ float As[2][BK][LDA];
+    __align__(32) __shared__ float Bs[2][BK][LDB];
+    __align__(32) __shared__ float Cs[BN][LDC];  // the tile on its way out, column-major
+    const int warp = threadIdx.x / 32, wm = warp % (BM / WM), wn = warp / (BM / WM);
+    for (long long j0 = (long long)blockIdx.y * BN; j0 < J; j0 += (long long)gridDim.y * BN) {
+        for (long long m0 = (long long)blockIdx.x * BM; m0 < M; m0 += (long long)gridDim.x * BM) {
+            wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[WM / 16][WN / 16];
+            for (int i = 0; i < WM / 16; ++i)
+                for (int j = 0; j < WN / 16; ++j)
+                    wmma::fill_fragment(acc[i][j], 0.0f);
+            for_each_slice<float, BM, BN, BK, THREADS>(
+                m0, M, j0, J, k_begin, k_end, a, b, As, Bs,
+                [&](const float (*as)[LDA], const float (*bs)[LDB]) {
+                    multiply_slice_tf32<BM, BN, WM, WN>(as, bs, wm, wn, acc);
+                });
+            for (int i = 0; i < WM / 16; ++i)
+                for (int j = 0; j < WN / 16; ++j)
+                    wmma::store_matrix_sync(&Cs[wn * WN + j * 16][wm * WM + i * 16], acc[i][j], LDC,
+                                            wmma::mem_col_major);
+            __syncthreads();
+            // Thread t stores row t % BM, every (THREADS/BM)-th column: a warp, 32 neighbouring rows.
+            const int r = threadIdx.x % BM;
+            if (m0 + r < M) {
+                const typename Store::Row out = store.row(m0 + r);
+                for (int c = threadIdx.x / BM; c < BN && j0 + c < J; c += THREADS / BM)
+                    store.put(out, j0 + c, Cs[c][r]);
+            }
+            __syncthreads();  // Cs is refilled by the next tile
+        }
+    }
+#endif
+}
+
+// What a convolution pass runs its product on: tiled_gemm's SIMT cores, in T, or the TF32
+// tensor cores (float only). The passes below are written once, for either.
+template <typename T, int BM, int BN, int BK, int TM, int TN>
+struct SimtGemm {
+    template <typename OperandA, typename OperandB, typename Store>
+    __device__ static void run(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
+                               const OperandB& b, const Store& store)
+    {
+        tiled_gemm<T, BM, BN, BK, TM, TN>(M, J, k_begin, k_end, a, b, store);
+    }
+};
+
+template <int BM, int BN, int WM, int WN>
+struct Tf32Gemm {
+    template <typename OperandA, typename OperandB, typename Store>
+    __device__ static void run(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
+                               const OperandB& b, const Store& store)
+    {
+        tiled_gemm_tf32<BM, BN, WM, WN>(M, J, k_begin, k_end, a, b, store);
+    }
+};
 
 // Each group's product in turn: blockIdx.z picks the first, grid-stride, so that any number
 // of groups runs (depthwise: one per channel) within the grid's limits.
@@ -454,16 +591,15 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
 // 1 block per SM: with the thread count alone, ptxas (sm_80, CUDA 13.0) capped some instances
 // at 64 or 128 registers and spilled to local memory.
 #define GEMM_THREADS ((BM / TM) * (BN / TN))
+// The TF32 kernels' (tiled_gemm_tf32's THREADS): a warp per WM x WN patch of the BM x BN tile.
+#define TF32_THREADS ((BM / WM) * (BN / WN) * 32)
 
 // y[n, o, oh, ow] = b[o] + sum over (c, ky, kx) of x[n, g*C/G + c, oh*SH - PH + ky*DH, ow*SW - PW + kx*DW]
 // * w[o, c, ky, kx], for o in group g and c below C/G.
-template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void __launch_bounds__(GEMM_THREADS, 1)
-conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
-               int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW,
-               int DH, int DW, int G)
+template <typename T, typename Gemm>
+__device__ void forward_pass(const T* x, const T* w, const T* b, T* y, const ConvGeometry& g)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
+    const int N = g.N, H = g.H, W = g.W, O = g.O, KH = g.KH, KW = g.KW, OH = g.OH, OW = g.OW, G = g.G;
     const int CG = g.group_inputs(), OG = g.group_outputs();
     const long long OHW = (long long)OH * OW;
     const long long taps = (long long)CG * KH * KW;
@@ -472,8 +608,28 @@ conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
         // w[o*taps + (c*KH + ky)*KW + kx]
         const Strided<T> filter{w + group * OG * taps, taps, (long long)KH * KW, g.taps()};
         const StoreRows<T> store{y + group * OG * OHW, b + group * OG, OHW, O};
-        tiled_gemm<T, BM, BN, BK, TM, TN>(N * OHW, OG, 0, taps, patch, filter, store);
+        Gemm::run(N * OHW, OG, 0, taps, patch, filter, store);
     }
+}
+
+template <typename T, int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__(GEMM_THREADS, 1)
+conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, T* __restrict__ y,
+               int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW, int PH, int PW,
+               int DH, int DW, int G)
+{
+    forward_pass<T, SimtGemm<T, BM, BN, BK, TM, TN>>(x, w, b, y,
+                                                     {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G});
+}
+
+template <int BM, int BN, int WM, int WN>
+__global__ void __launch_bounds__(TF32_THREADS, 1)
+conv2d_forward_tf32(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
+                    float* __restrict__ y, int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH,
+                    int SW, int PH, int PW, int DH, int DW, int G)
+{
+    forward_pass<float, Tf32Gemm<BM, BN, WM, WN>>(x, w, b, y,
+                                                  {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G});
 }
 
 // dx as the seeds derive it: the "full" convolution of the stride-1 gradient map with the
@@ -496,6 +652,26 @@ conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __rest
 // sharing a factor with the stride) is not launched, and the launcher starts dx at 0. Channel
 // c takes channel c of every filter of its group, summed over those O/G filters (seed 002):
 // the reduction over o. Groups are independent: group g's dx channels see only its dy channels.
+template <typename T, typename Gemm>
+__device__ void backward_data_pass(const T* dy, const T* w, T* dx, const ConvGeometry& g, const StridePhase& ph,
+                                   const StridePhase& pw)
+{
+    const int N = g.N, H = g.H, W = g.W, OH = g.OH, OW = g.OW, KH = g.KH, KW = g.KW, G = g.G;
+    const int CG = g.group_inputs(), OG = g.group_outputs();
+    FOR_EACH_GROUP(group, G) {
+        const PhaseDy<T> phase_dy{dy + (long long)group * OG * OH * OW, g, ph, pw};
+        const PhaseFilter<T> filter{w + (long long)group * OG * CG * KH * KW, g, ph, pw};
+        const StorePhaseRows<T> store{dx + (long long)group * CG * H * W, g, ph, pw};
+        Gemm::run((long long)N * ph.pixels * pw.pixels, CG, 0, (long long)OG * ph.taps * pw.taps, phase_dy, filter,
+                  store);
+    }
+}
+
+// The kernels' phase parameters, (first, pixels, tap, taps, tap_step, q, dy_step) along H
+// and along W, as the two StridePhase.
+#define PHASES {first_h, pixels_h, tap_h, taps_h, tap_step_h, q_h, dy_step_h}, \
+               {first_w, pixels_w, tap_w, taps_w, tap_step_w, q_w, dy_step_w}
+
 template <typename T, int BM, int BN, int BK, int TM, int TN>
 __global__ void __launch_bounds__(GEMM_THREADS, 1)
 conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
@@ -505,17 +681,21 @@ conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__
                                  int dy_step_h, int first_w, int pixels_w, int tap_w, int taps_w, int tap_step_w,
                                  int q_w, int dy_step_w)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
-    const int CG = g.group_inputs(), OG = g.group_outputs();
-    const StridePhase ph{first_h, pixels_h, tap_h, taps_h, tap_step_h, q_h, dy_step_h};
-    const StridePhase pw{first_w, pixels_w, tap_w, taps_w, tap_step_w, q_w, dy_step_w};
-    FOR_EACH_GROUP(group, G) {
-        const PhaseDy<T> phase_dy{dy + (long long)group * OG * OH * OW, g, ph, pw};
-        const PhaseFilter<T> filter{w + (long long)group * OG * CG * KH * KW, g, ph, pw};
-        const StorePhaseRows<T> store{dx + (long long)group * CG * H * W, g, ph, pw};
-        tiled_gemm<T, BM, BN, BK, TM, TN>((long long)N * ph.pixels * pw.pixels, CG, 0,
-                                          (long long)OG * ph.taps * pw.taps, phase_dy, filter, store);
-    }
+    backward_data_pass<T, SimtGemm<T, BM, BN, BK, TM, TN>>(
+        dy, w, dx, {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G}, PHASES);
+}
+
+template <int BM, int BN, int WM, int WN>
+__global__ void __launch_bounds__(TF32_THREADS, 1)
+conv2d_backward_data_full_rot180_tf32(const float* __restrict__ dy, const float* __restrict__ w,
+                                      float* __restrict__ dx, int N, int C, int H, int W, int O, int KH, int KW,
+                                      int OH, int OW, int SH, int SW, int PH, int PW, int DH, int DW, int G,
+                                      int first_h, int pixels_h, int tap_h, int taps_h, int tap_step_h, int q_h,
+                                      int dy_step_h, int first_w, int pixels_w, int tap_w, int taps_w,
+                                      int tap_step_w, int q_w, int dy_step_w)
+{
+    backward_data_pass<float, Tf32Gemm<BM, BN, WM, WN>>(
+        dy, w, dx, {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G}, PHASES);
 }
 
 // dw[o, c, ky, kx] = sum over (n, oh, ow) of dy[n, o, oh, ow] * x[n, g*C/G + c, oh*SH - PH + ky*DH,
@@ -524,13 +704,11 @@ conv2d_backward_data_full_rot180(const T* __restrict__ dy, const T* __restrict__
 // (chunk_index + 1) * chunk) of group z / chunks into partials[chunk_index] (O x C/G*KH*KW),
 // chunk_index = z % chunks, so that a batch-long reduction still keeps many blocks busy;
 // add_partial_sums finishes the sum.
-template <typename T, int BM, int BN, int BK, int TM, int TN>
-__global__ void __launch_bounds__(GEMM_THREADS, 1)
-conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
-                       int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW,
-                       int PH, int PW, int DH, int DW, int G, long long chunk, int chunks)
+template <typename T, typename Gemm>
+__device__ void backward_weight_pass(const T* x, const T* dy, T* partials, const ConvGeometry& g, long long chunk,
+                                     int chunks)
 {
-    const ConvGeometry g{N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G};
+    const int N = g.N, H = g.H, W = g.W, O = g.O, KH = g.KH, KW = g.KW, OH = g.OH, OW = g.OW, G = g.G;
     const int CG = g.group_inputs(), OG = g.group_outputs();
     const long long OHW = (long long)OH * OW;
     const long long taps = (long long)CG * KH * KW;
@@ -542,8 +720,28 @@ conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __r
         const Strided<T> grad_out{dy + group * OG * OHW, OHW, O * OHW, g.pixels()};
         const PatchByTap<T> patch{x + (long long)group * CG * H * W, g};
         const StoreRows<T> store{partial, nullptr, 1, taps};
-        tiled_gemm<T, BM, BN, BK, TM, TN>(OG, taps, k_begin, k_end, grad_out, patch, store);
+        Gemm::run(OG, taps, k_begin, k_end, grad_out, patch, store);
     }
+}
+
+template <typename T, int BM, int BN, int BK, int TM, int TN>
+__global__ void __launch_bounds__(GEMM_THREADS, 1)
+conv2d_backward_weight(const T* __restrict__ x, const T* __restrict__ dy, T* __restrict__ partials,
+                       int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW,
+                       int PH, int PW, int DH, int DW, int G, long long chunk, int chunks)
+{
+    backward_weight_pass<T, SimtGemm<T, BM, BN, BK, TM, TN>>(
+        x, dy, partials, {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G}, chunk, chunks);
+}
+
+template <int BM, int BN, int WM, int WN>
+__global__ void __launch_bounds__(TF32_THREADS, 1)
+conv2d_backward_weight_tf32(const float* __restrict__ x, const float* __restrict__ dy, float* __restrict__ partials,
+                            int N, int C, int H, int W, int O, int KH, int KW, int OH, int OW, int SH, int SW,
+                            int PH, int PW, int DH, int DW, int G, long long chunk, int chunks)
+{
+    backward_weight_pass<float, Tf32Gemm<BM, BN, WM, WN>>(
+        x, dy, partials, {N, C, H, W, O, KH, KW, OH, OW, SH, SW, PH, PW, DH, DW, G}, chunk, chunks);
 }
 
 // out[i] = partials[0][i] + partials[1][i] + ... in chunk order, one thread per element
@@ -559,27 +757,45 @@ __global__ void __launch_bounds__(BLOCK) add_partial_sums(const T* __restrict__ 
     }
 }
 
-// db[o] = sum over (n, oh, ow) of dy[n, o, oh, ow]. One block per channel: thread t sums the
-// elements t, t + BLOCK, ... in order, then a fixed tree adds the BLOCK partial sums.
+// db[o] = sum over (n, oh, ow) of dy[n, o, oh, ow], in two passes so that a layer with few
+// channels still keeps many blocks busy. Block (z, o) sums positions [z * chunk, (z + 1) *
+// chunk) of channel o, position i = n*OH*OW + p, into partials[z * O + o]: thread t the
+// positions t, t + BLOCK, ... of it in order, then a fixed tree adds the BLOCK partial sums;
+// add_partial_sums then adds the chunks in chunk order (with one chunk, partials is db). A
+// thread splits its first position into (n, p) once and steps both by BLOCK: no division
+// per element.
 template <typename T, int BLOCK>
-__global__ void __launch_bounds__(BLOCK) conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int O, int OH, int OW)
+__global__ void __launch_bounds__(BLOCK) conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ partials, int N,
+                                                              int O, int OH, int OW, long long chunk, int chunks)
 {
     __shared__ T partial[BLOCK];
     const int t = threadIdx.x;
-    const long long OHW = (long long)OH * OW;
-    for (int o = blockIdx.x; o < O; o += gridDim.x) {
-        T sum = T(0);
-        for (long long i = t; i < N * OHW; i += BLOCK)
-            sum += dy[((i / OHW) * O + o) * OHW + i % OHW];
-        partial[t] = sum;
-        __syncthreads();
-        for (int half = BLOCK / 2; half > 0; half /= 2) {
-            if (t < half)
-                partial[t] += partial[t + half];
+    const long long OHW = (long long)OH * OW, positions = N * OHW;
+    const long long step_n = BLOCK / OHW, step_p = BLOCK % OHW;
+    for (int o = blockIdx.y; o < O; o += gridDim.y) {
+        for (long long z = blockIdx.x; z < chunks; z += gridDim.x) {
+            const long long end = min((z + 1) * chunk, positions);
+            long long i = z * chunk + t, n = i / OHW, p = i % OHW;
+            T sum = T(0);
+            for (; i < end; i += BLOCK) {
+                sum += dy[(n * O + o) * OHW + p];
+                n += step_n;
+                p += step_p;
+                if (p >= OHW) {
+                    p -= OHW;
+                    ++n;
+                }
+            }
+            partial[t] = sum;
             __syncthreads();
+            for (int half = BLOCK / 2; half > 0; half /= 2) {
+                if (t < half)
+                    partial[t] += partial[t + half];
+                __syncthreads();
+            }
+            if (t == 0)
+                partials[z * O + o] = partial[0];
+            __syncthreads();  // partial is reused for the next chunk
         }
-        if (t == 0)
-            db[o] = partial[0];
-        __syncthreads();  // partial is reused for the next channel
     }
 }

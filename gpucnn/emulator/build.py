@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HEADERS = ("cuda_host.h", "fiber.h", "block.h", "sanitizer.h", "launch.h")
+HEADERS = ("cuda_host.h", "fiber.h", "block.h", "sanitizer.h", "launch.h", "mma.h")
 COMPILER = "g++"
 # Floating point as on a GPU: no multiply-add contracted into an FMA behind the kernel's back
 # (NVRTC runs with --fmad=false; the kernels write their FMAs as fmaf/fma, a true fused

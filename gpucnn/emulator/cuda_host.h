@@ -9,7 +9,8 @@
 // Supported: the qualifiers below, static and `extern __shared__` (dynamic) shared memory,
 // the atomics and intrinsics defined here, the <math.h> functions, printf, assert (a failed
 // one ends the launch with an error, see launch.h); block.h adds __syncthreads, __syncwarp,
-// the warp shuffles and votes. Not supported: textures, surfaces, cooperative groups, the
+// the warp shuffles and votes, and mma.h the TF32 warp matrix operations (nvcuda::wmma).
+// Not supported: textures, surfaces, cooperative groups, the
 // __constant__ memory a host writes through a symbol, half precision, inline PTX.
 #pragma once
 

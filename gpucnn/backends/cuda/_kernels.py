@@ -20,8 +20,9 @@ C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 # emulator (g++ -ffp-contract=off) does.
 KERNEL_OPTIONS = ("-std=c++17", "--fmad=false", "--prec-div=true", "--prec-sqrt=true")
 
-# Each kernel: its .cu file and its template arguments, {T} being float or double and
-# {tile} one of launch.GEMM_TILES (each GEMM kernel has an instance per tile).
+# Each kernel: its .cu file and its template arguments, {T} being float or double, {tile}
+# one of launch.GEMM_TILES (each GEMM kernel has an instance per tile) and {tf32_tile} one of
+# launch.TF32_TILES (the TF32 kernels, float only, have no {T}).
 _kernels = {}
 _modules = {}  # (file name, emulated?) -> compiled module, built once per process
 
@@ -62,17 +63,19 @@ def kernel_source(filename):
 def _instance(kernel, c_type, tile=None):
     """The name expression of kernel's instance for c_type (and tile, for the GEMM kernels),
     e.g. "relu_forward<float>", "conv2d_forward<double, 64, 64, 8, 4, 4>"."""
-    return f"{kernel}<{_kernels[kernel][1].format(T=c_type, tile=tile and tile.template_args)}>"
+    arguments = tile and tile.template_args
+    return f"{kernel}<{_kernels[kernel][1].format(T=c_type, tile=arguments, tf32_tile=arguments)}>"
 
 
 def _tiles(kernel):
-    return launch.GEMM_TILES if "{tile}" in _kernels[kernel][1] else (None,)
+    template = _kernels[kernel][1]
+    return launch.TF32_TILES if "{tf32_tile}" in template else launch.GEMM_TILES if "{tile}" in template else (None,)
 
 
 def name_expressions(filename):
-    """Every template instance that the module built from filename provides."""
-    return tuple(_instance(k, c, tile) for k, (f, _) in _kernels.items() if f == filename
-                 for c in C_TYPES.values() for tile in _tiles(k))
+    """Every template instance that the module built from filename provides, each once."""
+    return tuple(dict.fromkeys(_instance(k, c, tile) for k, (f, _) in _kernels.items() if f == filename
+                               for c in C_TYPES.values() for tile in _tiles(k)))
 
 
 def _module(filename, emulated):

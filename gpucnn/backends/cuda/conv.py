@@ -3,13 +3,17 @@ from collections import namedtuple
 
 import numpy as np
 
-from ... import checks, cuda
+from ... import checks, cuda, precision
 from . import _kernels, launch
 
 _kernels.declare("conv2d.cu", {
     "conv2d_forward": "{T}, {tile}",
     "conv2d_backward_data_full_rot180": "{T}, {tile}",
     "conv2d_backward_weight": "{T}, {tile}",
+    # The same passes on TF32 tensor cores, for float32 under set_float32_matmul_precision("high").
+    "conv2d_forward_tf32": "{tf32_tile}",
+    "conv2d_backward_data_full_rot180_tf32": "{tf32_tile}",
+    "conv2d_backward_weight_tf32": "{tf32_tile}",
     "add_partial_sums": f"{{T}}, {launch.ELEMENTWISE_BLOCK}",
     "conv2d_backward_bias": f"{{T}}, {launch.REDUCE_BLOCK}",
 })
@@ -22,6 +26,21 @@ class ConvGeometry(namedtuple("ConvGeometry", "N C H W O KH KW OH OW SH SW PH PW
     @property
     def y_shape(self):
         return (self.N, self.O, self.OH, self.OW)
+
+
+def _tensor_cores(like):
+    """Whether float32 products on like's device run in TF32: allowed by the precision
+    setting, and a GPU of compute capability 8.0 or later (the emulator runs them anywhere)."""
+    if like.dtype != np.float32 or not precision.tf32_allowed():
+        return False
+    if isinstance(like, cuda.EmulatedDeviceArray):
+        return True
+    import cupy
+    return int(cupy.cuda.Device().compute_capability) >= 80
+
+
+def _gemm_kernel(name, tf32):
+    return name + "_tf32" if tf32 else name
 
 
 def _conv_geometry(op, x_shape, w_shape, stride, padding, dilation, groups):
@@ -45,7 +64,8 @@ def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
     g = _conv_geometry("conv2d_forward", x.shape, w.shape, stride, padding, dilation, groups)
     _kernels.expect_shape("conv2d_forward", "bias", b, (g.O,))
     y = _kernels.empty(g.y_shape, x.dtype, like=x)
-    _kernels.launch_kernel("conv2d_forward", launch.conv2d_forward(*g.y_shape, groups), x,
+    tf32 = _tensor_cores(x)
+    _kernels.launch_kernel(_gemm_kernel("conv2d_forward", tf32), launch.conv2d_forward(*g.y_shape, groups, tf32), x,
                            (xc, wc, bc, y) + _kernels.ints(*g))
     return y
 
@@ -55,11 +75,13 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), group
     g = _conv_geometry("conv2d_backward_data", x_shape, w.shape, stride, padding, dilation, groups)
     _kernels.expect_shape("conv2d_backward_data", "dy", dy, g.y_shape)
     dx = _kernels.empty(x_shape, dy.dtype, like=dy)
-    phases = launch.conv2d_backward_data(g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.G)
+    tf32 = _tensor_cores(dy)
+    phases = launch.conv2d_backward_data(g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.G,
+                                         tf32)
     if any(config is None for _, _, config in phases):  # pixels no launch writes: no tap reaches them
         dx.fill(0)
     for ph, pw, config in phases:  # each writes its own pixels of dx
-        _kernels.launch_kernel("conv2d_backward_data_full_rot180", config, dy,
+        _kernels.launch_kernel(_gemm_kernel("conv2d_backward_data_full_rot180", tf32), config, dy,
                                (dyc, wc, dx) + _kernels.ints(*g, *ph, *pw))
     return dx
 
@@ -72,7 +94,9 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
     dw = _kernels.empty(w_shape, x.dtype, like=x)
     chunk, chunks = launch.weight_gradient_chunks(*w_shape, g.N * g.OH * g.OW, groups)
     partials = dw if chunks == 1 else _kernels.empty((chunks,) + w_shape, x.dtype, like=x)
-    _kernels.launch_kernel("conv2d_backward_weight", launch.conv2d_backward_weight(*w_shape, chunks, groups), x,
+    tf32 = _tensor_cores(x)
+    _kernels.launch_kernel(_gemm_kernel("conv2d_backward_weight", tf32),
+                           launch.conv2d_backward_weight(*w_shape, chunks, groups, tf32), x,
                            (xc, dyc, partials) + _kernels.ints(*g) + (np.int64(chunk), np.int32(chunks)))
     if chunks > 1:
         _kernels.launch_kernel("add_partial_sums", launch.elementwise(dw.size), x,
@@ -84,6 +108,11 @@ def conv2d_backward_bias(dy):
     (dyc,) = _kernels.inputs("conv2d_backward_bias", dy=dy)
     N, O, OH, OW = dy.shape
     db = _kernels.empty((O,), dy.dtype, like=dy)
-    _kernels.launch_kernel("conv2d_backward_bias", launch.conv2d_backward_bias(O), dy,
-                           (dyc, db) + _kernels.ints(N, O, OH, OW))
+    chunk, chunks = launch.bias_gradient_chunks(O, N * OH * OW)
+    partials = db if chunks == 1 else _kernels.empty((chunks, O), dy.dtype, like=dy)
+    _kernels.launch_kernel("conv2d_backward_bias", launch.conv2d_backward_bias(O, chunks), dy,
+                           (dyc, partials) + _kernels.ints(N, O, OH, OW) + (np.int64(chunk), np.int32(chunks)))
+    if chunks > 1:
+        _kernels.launch_kernel("add_partial_sums", launch.elementwise(O), dy,
+                               (partials, db, np.int32(chunks), np.int64(O)))
     return db

@@ -56,11 +56,41 @@ GATHER_COST = 30
 
 
 @dataclass(frozen=True)
+class Tf32Tile:
+    """The template arguments of conv2d.cu's TF32 GEMM kernels (tiled_gemm_tf32): a block
+    computes rows x cols of the product on tensor cores, k_slice (one m16n16k8 step) values
+    of k at a time, each of its warps warp_rows x warp_cols of it in 16 x 16 fragments."""
+    rows: int
+    cols: int
+    warp_rows: int
+    warp_cols: int
+    k_slice = 8
+
+    @property
+    def threads(self):
+        return (self.rows // self.warp_rows) * (self.cols // self.warp_cols) * 32
+
+    @property
+    def template_args(self):
+        return f"{self.rows}, {self.cols}, {self.warp_rows}, {self.warp_cols}"
+
+
+# Four warps each: a 32 x 32 warp patch (2 x 2 fragments) reads 4 fragments for 4 products;
+# the narrow tiles serve the same few-column and few-row products as GEMM_TILES' do.
+TF32_TILES = (
+    Tf32Tile(64, 64, 32, 32),   # the general case
+    Tf32Tile(128, 16, 32, 16),  # few columns: forward of a layer with 6 or 16 filters
+    Tf32Tile(16, 64, 16, 16),   # few rows: weight gradient of a layer with few filters
+)
+assert all(tile.k_slice <= GEMM_K_SLICE for tile in TF32_TILES)  # weight-gradient chunks hold whole slices
+
+
+@dataclass(frozen=True)
 class Launch:
     grid: tuple
     block: tuple
     shared_mem: int = 0
-    tile: GemmTile = None  # the GEMM kernels' instance; None for the others
+    tile: GemmTile = None  # the GEMM kernels' instance (a Tf32Tile for the TF32 ones); None for the others
 
 
 def _blocks(items, per_block):
@@ -77,27 +107,39 @@ def gemm_tile(rows, cols):
     its multiply-adds on columns that do not exist; 4-wide tiles would gather its input
     patches twice.
     """
+    return _least_work(GEMM_TILES, rows, cols)
+
+
+def tf32_tile(rows, cols):
+    """The TF32 tile for a (rows x cols) product, by gemm_tile's estimate. It overstates the
+    products' share (a tensor core does them several times faster), which favours the tiles
+    that gather least: the right bias for a path bound by its gathers."""
+    return _least_work(TF32_TILES, rows, cols)
+
+
+def _least_work(tiles, rows, cols):
     def work(tile):
         row_tiles, col_tiles = -(-rows // tile.rows), -(-cols // tile.cols)
         gathered = row_tiles * tile.rows * col_tiles + col_tiles * tile.cols * row_tiles
         return row_tiles * tile.rows * col_tiles * tile.cols + GATHER_COST * gathered
-    return min(GEMM_TILES, key=work)
+    return min(tiles, key=work)
 
 
-def tiled_gemm(rows, cols, products=1):
+def tiled_gemm(rows, cols, products=1, tf32=False):
     """`products` independent (rows x cols) implicit-GEMM products (a convolution's groups, or
     groups times weight-gradient chunks): blockIdx.x walks row tiles, blockIdx.y column tiles,
-    blockIdx.z the products (grid-stride: conv2d.cu's FOR_EACH_GROUP)."""
+    blockIdx.z the products (grid-stride: conv2d.cu's FOR_EACH_GROUP). tf32: on tensor cores,
+    one of TF32_TILES."""
     if rows == 0 or cols == 0 or products == 0:
         return None
-    tile = gemm_tile(rows, cols)
+    tile = tf32_tile(rows, cols) if tf32 else gemm_tile(rows, cols)
     grid = (_blocks(rows, tile.rows), _blocks(cols, tile.cols), min(products, MAX_GRID))
     return Launch(grid, (tile.threads,), tile=tile)
 
 
-def conv2d_forward(N, O, OH, OW, groups=1):
+def conv2d_forward(N, O, OH, OW, groups=1, tf32=False):
     """Per group: rows: output pixels (n, oh, ow); columns: the group's output channels."""
-    return tiled_gemm(N * OH * OW, O // groups, groups)
+    return tiled_gemm(N * OH * OW, O // groups, groups, tf32)
 
 
 class StridePhase(namedtuple("StridePhase", "first pixels tap taps tap_step q dy_step")):
@@ -126,7 +168,7 @@ def stride_phase(size, kernel, stride, padding, r, dilation=1):
                        (first + padding - tap * dilation) // stride, dy_step)
 
 
-def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW, DH=1, DW=1, groups=1):
+def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW, DH=1, DW=1, groups=1, tf32=False):
     """[(phase along H, phase along W, Launch or None)]: one launch per stride phase that holds
     input pixels, SH x SW of them (one at stride 1). Per group: rows: the phase's input pixels
     (n, i, i2); columns: the group's input channels; reduction: (o, j, jx) over the group's
@@ -137,7 +179,8 @@ def conv2d_backward_data(N, C, H, W, KH, KW, SH, SW, PH, PW, DH=1, DW=1, groups=
     for ph in (stride_phase(H, KH, SH, PH, r, DH) for r in range(SH)):
         for pw in (stride_phase(W, KW, SW, PW, r, DW) for r in range(SW)):
             if ph.pixels and pw.pixels:
-                config = tiled_gemm(N * ph.pixels * pw.pixels, C // groups, groups) if ph.taps and pw.taps else None
+                config = (tiled_gemm(N * ph.pixels * pw.pixels, C // groups, groups, tf32)
+                          if ph.taps and pw.taps else None)
                 phases.append((ph, pw, config))
     return phases
 
@@ -152,27 +195,40 @@ def weight_gradient_chunks(O, C, KH, KW, positions, groups=1):
     result's bits, never change between runs. An empty batch is one empty chunk, which
     writes zeros.
     """
-    if positions == 0:
-        return GEMM_K_SLICE, 1
     tile = gemm_tile(O // groups, C * KH * KW)
     tiles = _blocks(O // groups, tile.rows) * _blocks(C * KH * KW, tile.cols) * groups
-    wanted = max(1, min(-(-BUSY_BLOCKS // tiles), -(-positions // MIN_CHUNK), MAX_GRID))
+    return _chunks(positions, tiles, GEMM_K_SLICE)  # whole k slices
+
+
+def bias_gradient_chunks(O, positions):
+    """(chunk, chunks): the bias gradient's sum over N*OH*OW positions per channel, cut into
+    chunks as weight_gradient_chunks cuts the weight gradient's: a layer with 6 channels
+    would otherwise run 6 blocks. Chunks are whole multiples of REDUCE_BLOCK positions."""
+    return _chunks(positions, max(O, 1), REDUCE_BLOCK)
+
+
+def _chunks(positions, blocks, unit):
+    """Cut positions into chunks of a multiple of unit, enough for blocks x chunks to reach
+    about BUSY_BLOCKS, each of at least MIN_CHUNK positions; an empty sum is one chunk."""
+    if positions == 0:
+        return unit, 1
+    wanted = max(1, min(-(-BUSY_BLOCKS // blocks), -(-positions // MIN_CHUNK), MAX_GRID))
     chunk = -(-positions // wanted)
-    chunk = -(-chunk // GEMM_K_SLICE) * GEMM_K_SLICE  # whole k slices
+    chunk = -(-chunk // unit) * unit
     return chunk, -(-positions // chunk)
 
 
-def conv2d_backward_weight(O, C, KH, KW, chunks, groups=1):
+def conv2d_backward_weight(O, C, KH, KW, chunks, groups=1, tf32=False):
     """Per group and chunk of positions (blockIdx.z, group-major): rows: the group's output
     channels; columns: filter taps (c, ky, kx)."""
-    return tiled_gemm(O // groups, C * KH * KW, groups * chunks)
+    return tiled_gemm(O // groups, C * KH * KW, groups * chunks, tf32)
 
 
-def conv2d_backward_bias(O):
-    """One block per output channel."""
+def conv2d_backward_bias(O, chunks):
+    """A block per chunk (blockIdx.x) of each output channel (blockIdx.y)."""
     if O == 0:
         return None
-    return Launch((min(O, MAX_GRID),), (REDUCE_BLOCK,))
+    return Launch((min(chunks, MAX_GRID), min(O, MAX_GRID)), (REDUCE_BLOCK,))
 
 
 def elementwise(total):

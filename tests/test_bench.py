@@ -162,3 +162,14 @@ def test_results_survive_later_calls():
     cpu.conv2d_backward_weight(x2, y2, w.shape, (1, 1), (1, 1))
     for a, b in zip((y1, dx1, dw1), kept):
         np.testing.assert_array_equal(a, b)
+
+
+def test_batchnorm_layers_are_timed_beside_torch(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "bench.json"
+    assert main(["--only", "resnet20.bn64", "--repeat", "1", "--warmup", "0", "--threads", "1",
+                 "--json", str(path)]) == 0
+    (run,) = json.loads(path.read_text())["runs"]
+    assert [(r["case"], r["op"]) for r in run["layers"]] == [
+        ("resnet20.bn64", op) for op in ("forward", "backward", "forward+backward")]
+    assert all(r["ratio"]["torch"] > 0 and r["bytes"] > 0 for r in run["layers"])

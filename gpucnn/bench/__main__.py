@@ -145,10 +145,15 @@ def run_layers(layers, rivals, args, rng, clock):
             out = case.out_hw[1:] if case.nd == 1 else case.out_hw
             dy = rng.standard_normal((case.N, case.O) + out, dtype=np.float32)
             fns = {r.name: r.conv(case, x, w, b, dy) for r in rivals}
+            ops = cases.CONV_OPS
+        elif isinstance(case, cases.Norm):
+            dy = rng.standard_normal(shape, dtype=np.float32)
+            fns = {r.name: r.norm(case, x, dy) for r in rivals}
+            ops = cases.NORM_OPS
         else:
             dy = rng.standard_normal((case.N, case.C) + case.out_hw, dtype=np.float32)
             fns = {r.name: r.pool(case, x, dy) for r in rivals}
-        ops = cases.CONV_OPS if is_conv else cases.POOL_OPS
+            ops = cases.POOL_OPS
         by_op = {}
         for op in ops:
             by_op[op] = measure(rivals, {name: f[op] for name, f in fns.items()}, args.warmup, args.repeat, clock)

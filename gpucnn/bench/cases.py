@@ -89,6 +89,31 @@ class Pool:
 
 POOL_OPS = ("forward", "backward")
 
+
+@dataclass(frozen=True)
+class Norm:
+    """A BatchNorm2d layer in training mode: batch statistics, running-statistics update, and
+    the backward to the input, weight and bias."""
+    name: str
+    N: int
+    C: int
+    H: int
+    W: int
+
+    def shape(self):
+        return f"{self.N}x{self.C}x{self.H}x{self.W}"
+
+    def flops(self):
+        return 0
+
+    def bytes(self, op, itemsize=4):
+        x = self.N * self.C * self.H * self.W
+        # forward reads x (statistics, then normalizing) and writes y; backward reads x and dy, writes dx
+        return itemsize * 3 * x * (len(NORM_OPS) if op == FORWARD_BACKWARD else 1)
+
+
+NORM_OPS = ("forward", "backward")
+
 LAYERS = [
     Conv("lenet.conv1", 128, 1, 6, 28, 28, 5, padding=2),
     Conv("lenet.conv2", 128, 6, 16, 14, 14, 5),
@@ -107,6 +132,9 @@ LAYERS = [
     Conv("vgg.conv64-64.b16", 16, 64, 64, 32, 32, 3, padding=1),
     Pool("vgg.maxpool2", 128, 64, 32, 32, 2, 2),
     Pool("resnet.maxpool3s2", 32, 64, 112, 112, 3, 2),
+    Norm("resnet20.bn16", 128, 16, 32, 32),
+    Norm("resnet20.bn64", 128, 64, 8, 8),
+    Norm("resnet.bn64", 32, 64, 112, 112),
 ]
 
 

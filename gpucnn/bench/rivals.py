@@ -60,6 +60,13 @@ class Gpucnn:
             "backward": lambda: ops.max_pool2d_backward(dy, argmax, x.shape, kernel, stride),
         }
 
+    def norm(self, case, x, dy):
+        """{op: fn} for a cases.Norm: nn.BatchNorm2d in training mode, its backward after a forward."""
+        x, dy = self.array(x), self.array(dy)
+        layer = nn.BatchNorm2d(case.C).to(self.device)
+        layer(x)
+        return {"forward": lambda: layer(x), "backward": lambda: layer.backward(dy)}
+
     def trainer(self, build, state_dict, x, y):
         """step() trains build(gpucnn.nn), started from these weights, once with SGD; returns the loss."""
         model = build(nn).to(self.device)
@@ -132,6 +139,16 @@ class Torch:
             "backward": lambda: torch.ops.aten.max_pool2d_with_indices_backward(
                 dy, x, k, s, [0, 0], [1, 1], False, indices),
         }
+
+    def norm(self, case, x, dy):
+        torch = self.torch
+        x, dy = self.array(x), self.array(dy)
+        layer = torch.nn.BatchNorm2d(case.C).to(self.device)
+        x.requires_grad_(True)
+        y = layer(x)
+        inputs = [x, layer.weight, layer.bias]
+        return {"forward": lambda: layer(x),
+                "backward": lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True)}
 
     def trainer(self, build, state_dict, x, y):
         torch = self.torch

@@ -142,7 +142,7 @@ def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augm
         loss = criterion(logits, yb)
         if not math.isfinite(loss):
             raise Diverged(f"the training loss became {loss} at batch {batch} of {desc}")
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
         optimizer.step()
         loss_sum += loss * len(idx)
         correct += int((cuda.as_numpy(logits).argmax(axis=1) == y[idx]).sum())

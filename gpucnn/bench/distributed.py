@@ -89,7 +89,7 @@ def worker(argv):
         t0 = time.perf_counter()
         opt.zero_grad()
         criterion(model(x), y)
-        model.backward(criterion.backward())
+        model.backward(criterion.backward(), input_grad=False)
         opt.step()
         t1 = time.perf_counter()
         model.reduce_gradients(args.batch)  # once more alone: the all-reduce's share of the step

@@ -78,7 +78,7 @@ class Gpucnn:
         def step():
             opt.zero_grad()
             loss = criterion(model(x), y)
-            model.backward(criterion.backward())
+            model.backward(criterion.backward(), input_grad=False)  # as torch: x needs no grad
             opt.step()
             return loss
 

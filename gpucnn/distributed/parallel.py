@@ -66,19 +66,24 @@ class DistributedDataParallel(Module):
         self._samples = len(x)
         return self.module(x)
 
-    def backward(self, dy):
-        """The module's backward, each bucket's sum started as soon as its gradients are final."""
+    def backward(self, dy, input_grad=True):
+        """The module's backward, each bucket's sum started as soon as its gradients are final;
+        input_grad=False skips the input gradient, as Sequential.backward does."""
         if dy is None:
             self._samples = 0
             self.reduce_gradients(self._samples)
             return None
         if self.stages is None:
-            dx = self.module.backward(dy)
+            dx = self.module.backward(dy) if input_grad else self.module.parameters_backward(dy)  # None
             self.reduce_gradients(self._samples)
             return dx
         started, final = 0, set()
-        for layer in self.stages:
-            dy = layer.backward(dy)
+        for i, layer in enumerate(self.stages):
+            if input_grad or i + 1 < len(self.stages):
+                dy = layer.backward(dy)
+            else:  # the first layer, whose input is data
+                layer.parameters_backward(dy)
+                dy = None
             final.update(id(p) for p in layer.parameters())
             while started < len(self.buckets) and all(id(p) in final for p in self.buckets[started].params):
                 self._start(self.buckets[started], self._samples)

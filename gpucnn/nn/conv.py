@@ -43,18 +43,27 @@ class _ConvNd(Module):
         return y
 
     def backward(self, dy):
+        dy = self._parameter_gradients(dy)
+        x, g, nd = self._x, self._geometry, self.nd
+        dx = ops_for(x).conv2d_backward_data(dy, F.as_2d(self.weight.data, nd), x.shape, *g.options)
+        H, W = self._x_shape[2:]
+        return F.from_2d(dx[:, :, :H, :W], nd)  # without the zeros pad_end added for padding='same'
+
+    def parameters_backward(self, dy):
+        self._parameter_gradients(dy)
+
+    def _parameter_gradients(self, dy):
+        """Accumulates the weight and bias gradients; returns dy as the 2D ops take it."""
         x = self.saved("_x")
         cuda.check_same_device(f"{type(self).__name__}.backward", dy=dy, input=x)
         checks.gradient(type(self).__name__, dy, self._y_shape, x.dtype)
         g, ops, nd = self._geometry, ops_for(x), self.nd
         dy = F.as_2d(dy, nd)
-        w = F.as_2d(self.weight.data, nd)
-        self.weight.accumulate(F.from_2d(ops.conv2d_backward_weight(x, dy, w.shape, *g.options), nd))
+        w_shape = F.as_2d(self.weight.data, nd).shape
+        self.weight.accumulate(F.from_2d(ops.conv2d_backward_weight(x, dy, w_shape, *g.options), nd))
         if self.bias is not None:
             self.bias.accumulate(ops.conv2d_backward_bias(dy))
-        dx = ops.conv2d_backward_data(dy, w, x.shape, *g.options)
-        H, W = self._x_shape[2:]
-        return F.from_2d(dx[:, :, :H, :W], nd)  # without the zeros pad_end added for padding='same'
+        return dy
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

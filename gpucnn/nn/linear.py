@@ -57,6 +57,10 @@ class Linear(Module):
         return y + b if b is not None else y
 
     def backward(self, dy):
+        self.parameters_backward(dy)
+        return dy @ self.weight.data
+
+    def parameters_backward(self, dy):
         x = self.saved("_x")
         cuda.check_same_device("Linear.backward", dy=dy, input=x)
         checks.gradient("Linear", dy, x.shape[:-1] + (self.out_features,), x.dtype)
@@ -65,7 +69,6 @@ class Linear(Module):
         self.weight.accumulate(dy2.T @ x2)
         if self.bias is not None:
             self.bias.accumulate(dy2.sum(axis=0))
-        return dy @ self.weight.data
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

@@ -68,6 +68,11 @@ class Module:
     def backward(self, dy):
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
+    def parameters_backward(self, dy):
+        """backward(dy)'s parameter gradients, without the input gradient where skipping it saves
+        work (a network's first layer, whose input is data: see Sequential.backward)."""
+        self.backward(dy)
+
     def saved(self, attr):
         """What forward kept for backward; a clear error when backward comes first."""
         value = getattr(self, attr, None)
@@ -240,7 +245,17 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def backward(self, dy):
-        for m in reversed(list(self)):
+    def backward(self, dy, input_grad=True):
+        """dx, after every layer's parameter gradients. With input_grad=False the first layer
+        skips its input gradient and None is returned: what PyTorch does for an input that
+        does not require grad (training data)."""
+        layers = list(self)
+        for m in reversed(layers[1:]):
             dy = m.backward(dy)
-        return dy
+        if input_grad:
+            return layers[0].backward(dy)
+        layers[0].parameters_backward(dy)
+        return None
+
+    def parameters_backward(self, dy):
+        self.backward(dy, input_grad=False)

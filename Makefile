@@ -21,7 +21,7 @@ $(TRAIN_STAMP): pyproject.toml setup.py | $(PY)
 	touch $(TRAIN_STAMP)
 
 $(TEST_STAMP): $(TRAIN_STAMP)
-	@echo "make: installing the test extra (pytest, hypothesis, setuptools) and PyTorch's CPU build, the tests' oracle"
+	@echo "make: installing the test extra (pytest, hypothesis, setuptools, mpi4py and the MPICH wheel) and PyTorch's CPU build, the tests' oracle"
 	$(PY) -m pip install --quiet -e ".[test]"
 	@# PyTorch is only a test oracle and benchmark rival. Its CPU build lies on our dev and CI
 	@# machines' disk; PyPI has no "+cpu" build, so elsewhere this fails fast and those tests skip.

@@ -126,7 +126,9 @@ def test_a_bad_data_file_on_one_rank_stops_the_training(tmp_path):
     rc, out, seconds = launch(2, mpmd=[(1, common + ["--out", str(tmp_path / "good")]),
                                        (1, common + ["--out", str(tmp_path / "bad-run"), "--dataset", "mnist",
                                                      "--data-dir", str(bad)])])
-    assert rc != 0 and "MPI_Abort(MPI_COMM_WORLD, 2)" in out, out  # the CLI's exit code for bad input
+    # mpiexec's own "MPI_Abort(MPI_COMM_WORLD, 2)" line may or may not make it out before the
+    # processes are killed (under load it often does not): the exit status and our lines do.
+    assert rc != 0, out
     assert "gpucnn-train: error: " in out and "not an IDX file" in out, out
     assert "rank 1 of 2 failed: stopping every rank" in out, out
     assert not os.path.exists(tmp_path / "good" / "checkpoints"), out

@@ -46,6 +46,7 @@ _DIRECTIVE = re.compile(r"^[ \t]*#(?:[^\n]*\\\n)*[^\n]*", re.M)
 _GLOBAL = re.compile(r"\b__global__\b")
 _BOUNDS = re.compile(r"\s*__launch_bounds__\s*\(")
 _CALLED = re.compile(r"([A-Za-z_]\w*)\s*\(")
+_BODY = re.compile(r"\s*\{")
 # `__shared__` already means `static` here, and `static static` is not C++.
 _STATIC_SHARED = re.compile(r"\bstatic\s+__shared__\b|\b__shared__\s+static\b")
 _ALIGN = r"(?:__align__\s*\([^)]*\)\s*)?"
@@ -113,8 +114,8 @@ class Kernel:
         self.name = called.group(1)
         close = _closing(code, called.end() - 1)
         self.parameters = [p for p in _top_level_split(code[called.end():close]) if p]
-        after = code[close + 1:].lstrip()
-        self.body = len(code) - len(after) if after.startswith("{") else None  # index of its '{'
+        body = _BODY.match(code, close + 1)
+        self.body = body.end() - 1 if body else None  # index of its '{'; None for a declaration
 
     def parameter_name(self, i):
         names = re.findall(r"[A-Za-z_]\w*", self.parameters[i]) if i < len(self.parameters) else []

@@ -240,16 +240,26 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), group
         sub = np.ascontiguousarray(sub).reshape(C, O // groups, len(row.taps), len(col.taps))
         # Fewer dx channels than dy channels (a network's first layers): scattering the taps'
         # products moves less memory than gathering dy's windows (the ResNet stem's 3 from 64).
-        correlate = _correlate_by_taps if C < O and C <= TAPS_MAX_CHANNELS else _correlate
-        correlate(_dy_window(dy, row, col), sub, None, (1, 1), (row.dilation, col.dilation), groups, out=target)
+        window, support = _dy_window(dy, row, col)
+        dilation = (row.dilation, col.dilation)
+        if C < O and C <= TAPS_MAX_CHANNELS:
+            _correlate_by_taps(window, support, sub, dilation, groups, target)
+        else:
+            _correlate(window, sub, None, (1, 1), dilation, groups, out=target)
     return dx
 
 
-def _correlate_by_taps(x, w, b, stride, dilation, groups, out):
-    """`_correlate` at stride 1 (b None), evaluated tap by tap: the products of every tap with
-    every position, w[:, :, ky, kx] @ x, in one matmul per sample, then each tap's product
+def _correlate_by_taps(x, support, w, dilation, groups, out):
+    """`_correlate` at stride 1 without bias, of an x that is zero outside its `support`
+    (rows, columns), evaluated tap by tap: the products of every tap with every position of
+    the support, w[:, :, ky, kx] @ x, in one matmul per sample, then each tap's product
     shifted by its offset and added up. The same sums as the im2col gather, which copies
-    x's C*KH*KW rows per position where this writes O*KH*KW: less when O < C."""
+    x's C*KH*KW rows per position where this writes O*KH*KW: less when O < C.
+
+    In backward-data x is dy inside the full convolution's zero border (and zero columns
+    between a phase's rows): only dy's own positions are multiplied, the terms of the
+    border dropped as the stride's inserted zeros are.
+    """
     N, _, H, W = x.shape
     O, CG, KH, KW = w.shape
     OH, OW = out.shape[2:]
@@ -257,23 +267,29 @@ def _correlate_by_taps(x, w, b, stride, dilation, groups, out):
     # per group (O/G * KH*KW, C/G): row (o, ky, kx) is tap (ky, kx) of filter o
     w_taps = np.ascontiguousarray(w.reshape(groups, O // groups, CG, KH * KW).transpose(0, 1, 3, 2))
     w_taps = w_taps.reshape(groups, -1, CG)
-    nb = max(1, TILE_BYTES // (O * KH * KW * H * W * dtype.itemsize))
+    # On wide rows (see `_Im2col`) a position is one offset into the flattened image: the
+    # support is the run first .. last, and each tap's shift one offset, its add one long run
+    # per channel rather than OH runs of OW.
+    (top, bottom), (left, right) = support
+    first, last = top * W + left, (bottom - 1) * W + right
+    length = (OH - 1) * W + OW
+    if first >= last:  # no dy position reaches these pixels
+        out.fill(0)
+        return out
+    nb = max(1, TILE_BYTES // (O * KH * KW * (last - first) * dtype.itemsize))
 
     def work(n):
         samples = x[n]
-        taps = scratch("taps", (len(samples), groups, w_taps.shape[1], H * W), dtype)
-        np.matmul(w_taps, samples.reshape(len(samples), groups, CG, H * W), out=taps)
-        taps = taps.reshape(len(samples), O, KH * KW, H * W)
-        # On wide rows (see `_Im2col`) each tap's shift is one offset into the flattened
-        # image, and its add one long run per channel rather than OH runs of OW.
-        wide = scratch("wide", (len(samples), O, (OH - 1) * W + OW), dtype)
+        taps = scratch("taps", (len(samples), groups, w_taps.shape[1], last - first), dtype)
+        np.matmul(w_taps, samples.reshape(len(samples), groups, CG, H * W)[..., first:last], out=taps)
+        taps = taps.reshape(len(samples), O, KH * KW, last - first)
+        wide = scratch("wide", (len(samples), O, length), dtype, zero=True)
         for t, (ky, kx) in enumerate(itertools.product(range(KH), range(KW))):
-            start = ky * dilation[0] * W + kx * dilation[1]
-            shifted = taps[:, :, t, start : start + wide.shape[2]]
-            if t == 0:
-                np.copyto(wide, shifted)
-            else:
-                wide += shifted
+            shift = ky * dilation[0] * W + kx * dilation[1]
+            # wide[p] takes taps[p + shift], where p + shift lies in the support
+            lo, hi = max(0, first - shift), min(length, last - shift)
+            if lo < hi:
+                wide[:, :, lo:hi] += taps[:, :, t, lo + shift - first : hi + shift - first]
         s0, s1, s2 = wide.strides
         out[n] = as_strided(wide, (len(samples), O, OH, OW), (s0, s1, W * s2, s2))
 
@@ -282,18 +298,20 @@ def _correlate_by_taps(x, w, b, stride, dilation, groups, out):
 
 
 def _dy_window(dy, row, col):
-    """The dy rows and columns that a phase's full convolution reads, zero past dy's edges."""
+    """The dy rows and columns that a phase's full convolution reads, zero past dy's edges,
+    and the part of them that is dy: ((first row, end), (first column, end))."""
     spans = [(p.offset, p.count + p.dilation * (len(p.taps) - 1)) for p in (row, col)]
     (top, height), (left, width) = spans
     N, O, OH, OW = dy.shape
+    support = ((max(0, -top), max(0, min(height, OH - top))), (max(0, -left), max(0, min(width, OW - left))))
     if top >= 0 and left >= 0 and top + height <= OH and left + width <= OW:
-        return dy[:, :, top : top + height, left : left + width]
+        return dy[:, :, top : top + height, left : left + width], support
     window = scratch("phase", (N, O, height, width), dy.dtype, zero=True)
     src = dy[:, :, max(0, top) : top + height, max(0, left) : left + width]
     dst = window[:, :, max(0, -top) :, max(0, -left) :]
     rows, cols = min(src.shape[2], dst.shape[2]), min(src.shape[3], dst.shape[3])
     dst[:, :, :rows, :cols] = src[:, :, :rows, :cols]
-    return window
+    return window, support
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1):

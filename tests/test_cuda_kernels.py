@@ -123,6 +123,22 @@ def check_pools(to_cuda, dtype, x, kernel, stride):
                 cpu.avg_pool2d_backward(dy, x.shape, kernel, stride), dtype)
 
 
+@pytest.mark.parametrize("kernel, stride, padding, ceil_mode", [((3, 3), (1, 1), (1, 1), False),
+                                                                ((3, 3), (2, 2), (1, 1), True),
+                                                                ((2, 3), (1, 2), (0, 1), False)])
+def test_max_pool_backward_adds_overlapping_windows_in_the_kernels_order(to_cuda, kernel, stride, padding, ceil_mode):
+    """The NumPy scatter and the kernel's gather add a pixel's windows in the same order, from 0:
+    the same float32 bits, with gradients of very different magnitudes where order matters."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    x[0, 0] = 1.0  # ties: every window of this plane picks its first position
+    y, argmax = cpu.max_pool2d_forward(x, kernel, stride, padding, ceil_mode)
+    dy = (rng.standard_normal(y.shape) * 10.0 ** rng.integers(-8, 8, y.shape)).astype(np.float32)
+    want = cpu.max_pool2d_backward(dy, argmax, x.shape, kernel, stride, padding, ceil_mode)
+    got = cuda_ops.max_pool2d_backward(to_cuda(dy), to_cuda(argmax), x.shape, kernel, stride, padding, ceil_mode)
+    np.testing.assert_array_equal(cuda.as_numpy(got).view(np.uint32), want.view(np.uint32))
+
+
 POOL_CASES = {  # x (N, C, H, W), kernel, stride
     "seed 002: 4x4 map, 2x2 windows, stride 2": ((1, 1, 4, 4), (2, 2), (2, 2)),
     "overlapping windows, 3 channels": ((2, 3, 7, 5), (3, 2), (1, 1)),

@@ -148,6 +148,30 @@ def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x
     np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_weight(x, dy, w.shape, stride, padding), w), np.vdot(dy, y), rtol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_bytes", [1, 200, cpu_common.CHUNK_BYTES])
+def test_chunked_threaded_memory_bound_ops_are_whole_array_ops(monkeypatch, chunk_bytes):
+    """Pooling and ReLU cut into chunks of planes or elements, on two threads, give the bits
+    of the unchunked op: each element is computed from the same values in the same order."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 5, 9, 8)).astype(np.float32)
+    x[0, 1, :3, :3] = np.nan  # chunks see NaNs, or not
+    dy_relu = rng.standard_normal(x.shape).astype(np.float32)
+    dy_relu[2, 4, 0, 0] = np.inf  # a chunk with an inf takes the exact route
+    whole = {}
+    for bytes_ in (1 << 40, chunk_bytes):
+        monkeypatch.setattr(cpu_common, "CHUNK_BYTES", bytes_)
+        monkeypatch.setattr(cpu_common, "_threads", 2 if bytes_ == chunk_bytes else 1)
+        y, argmax = cpu.max_pool2d_forward(x, (3, 3), (2, 2), (1, 1), True)
+        dy = rng.standard_normal(y.shape).astype(np.float32) if not whole else whole["dy"]
+        got = {"dy": dy, "y": y, "argmax": argmax,
+               "dx": cpu.max_pool2d_backward(dy, argmax, x.shape, (3, 3), (2, 2), (1, 1), True),
+               "relu": cpu.relu_forward(x), "drelu": cpu.relu_backward(dy_relu, cpu.relu_forward(x))}
+        if not whole:
+            whole = got
+    for name, want in whole.items():
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+
+
 def test_results_survive_later_calls():
     """The scratch memory the NumPy path reuses between calls never backs a returned array."""
     rng = np.random.default_rng(1)

@@ -3,17 +3,14 @@ and PyTorch's ceil mode.
 
 Whole-array passes, one per offset in the window, over the input padded so that every
 window lies inside: the only Python loops run over the KH*KW offsets, and, for max pooling,
-over chunks of planes small enough for the passes to stay in a core's cache.
+over chunks of planes small enough for the passes to stay in a core's cache (`chunks`),
+shared out over the threads.
 """
 import numpy as np
 
 from ...checks import pool_output_size, pool_padding, pool_plane
+from ._common import chunks, on_chunks
 
-# Bytes of input per chunk of planes that max pooling's passes go over together: a core's L2
-# cache (1-2 MiB) holds the chunk and its temporaries. Measured on one core: a 3x3/2 pooling
-# of 32x64x112x112 took 384 ms in whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of
-# 128x64x32x32: 30 and 20 ms), where each pass ran from memory and faulted in fresh pages.
-CHUNK_BYTES = 1 << 20
 
 
 def _strided_slot(kernel_offset, stride, out_size):
@@ -83,13 +80,6 @@ class _PoolLayout:
         return np.multiply.outer(lengths(0), lengths(1))
 
 
-def _plane_chunks(x_shape):
-    """Slices of the N*C planes of x_shape, each about CHUNK_BYTES of float32 input."""
-    N, C, H, W = x_shape
-    planes = max(1, CHUNK_BYTES // (4 * H * W))
-    return [slice(p, min(p + planes, N * C)) for p in range(0, N * C, planes)]
-
-
 def max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False):
     """Max over each window; argmax is the in-window index ky*KW+kx of the maximum, counted
     from the window's corner in the padded input.
@@ -104,8 +94,7 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False):
     y = np.empty((N, C) + layout.out, dtype=x.dtype)
     argmax = np.empty((N, C) + layout.out, dtype=np.int32)
     planes, y_planes, argmax_planes = (a.reshape((N * C, 1) + a.shape[2:]) for a in (x, y, argmax))
-    for chunk in _plane_chunks(x.shape):
-        _max_pool_planes(layout, planes[chunk], y_planes[chunk], argmax_planes[chunk])
+    on_chunks(lambda s: _max_pool_planes(layout, planes[s], y_planes[s], argmax_planes[s]), chunks(N * C, 4 * H * W))
     return y, argmax
 
 
@@ -162,11 +151,14 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel, stride, padding=(0, 0), cei
     dx = np.zeros(x_shape, dtype=dy.dtype)
     dx_planes = dx.reshape(N * C, H * W)
     dy_planes, argmax_planes = dy.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW)
-    for chunk in _plane_chunks(x_shape):
-        target = np.take(at_offset, argmax_planes[chunk])
+
+    def scatter(s):
+        target = np.take(at_offset, argmax_planes[s])
         target += corner.reshape(-1)
-        target += (np.arange(chunk.stop - chunk.start, dtype=np.int64) * (H * W))[:, None]
-        np.add.at(dx_planes[chunk].reshape(-1), target.reshape(-1), dy_planes[chunk].reshape(-1))
+        target += (np.arange(s.stop - s.start, dtype=np.int64) * (H * W))[:, None]
+        np.add.at(dx_planes[s].reshape(-1), target.reshape(-1), dy_planes[s].reshape(-1))
+
+    on_chunks(scatter, chunks(N * C, 4 * H * W))
     return dx
 
 

@@ -251,10 +251,15 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), group
 
 def _correlate_by_taps(x, support, w, dilation, groups, out):
     """`_correlate` at stride 1 without bias, of an x that is zero outside its `support`
-    (rows, columns), evaluated tap by tap: the products of every tap with every position of
-    the support, w[:, :, ky, kx] @ x, in one matmul per sample, then each tap's product
-    shifted by its offset and added up. The same sums as the im2col gather, which copies
-    x's C*KH*KW rows per position where this writes O*KH*KW: less when O < C.
+    (rows, columns), evaluated tap by tap: the products of the taps with every position of
+    the support, in one matmul per sample, then each tap's product shifted by its offset and
+    added up. The same sums as the im2col gather, which copies x's C*KH*KW rows per position
+    where this writes O*KH*KW: less when O < C.
+
+    A filter row's KW taps can also go into the product together, against KW copies of x
+    shifted by one column each (a gather of C*KW rows): then there are KH products to shift
+    and add, not KH*KW. That moves less memory when C*KW + 2*O*KH < 2*O*KH*KW (LeNet's
+    6 channels from 16: 140 against 300 values per position), and is chosen then.
 
     In backward-data x is dy inside the full convolution's zero border (and zero columns
     between a phase's rows): only dy's own positions are multiplied, the terms of the
@@ -264,34 +269,48 @@ def _correlate_by_taps(x, support, w, dilation, groups, out):
     O, CG, KH, KW = w.shape
     OH, OW = out.shape[2:]
     dtype = np.result_type(x, w)
-    # per group (O/G * KH*KW, C/G): row (o, ky, kx) is tap (ky, kx) of filter o
-    w_taps = np.ascontiguousarray(w.reshape(groups, O // groups, CG, KH * KW).transpose(0, 1, 3, 2))
-    w_taps = w_taps.reshape(groups, -1, CG)
+    fold = KW if CG * KW + 2 * O * KH < 2 * O * KH * KW else 1  # taps of a row in one product
+    # per group (O/G * KH * KW/fold, C/G * fold): row (o, ky, kx // fold), column (c, kx % fold)
+    w_taps = w.reshape(groups, O // groups, CG, KH, KW // fold, fold).transpose(0, 1, 3, 4, 2, 5)
+    w_taps = np.ascontiguousarray(w_taps).reshape(groups, -1, CG * fold)
     # On wide rows (see `_Im2col`) a position is one offset into the flattened image: the
     # support is the run first .. last, and each tap's shift one offset, its add one long run
-    # per channel rather than OH runs of OW.
+    # per channel rather than OH runs of OW. With the row's taps folded in, the products
+    # start (fold - 1) columns earlier, where the row's later taps reach the support.
     (top, bottom), (left, right) = support
     first, last = top * W + left, (bottom - 1) * W + right
     length = (OH - 1) * W + OW
     if first >= last:  # no dy position reaches these pixels
         out.fill(0)
         return out
-    nb = max(1, TILE_BYTES // (O * KH * KW * (last - first) * dtype.itemsize))
+    margin = (fold - 1) * dilation[1]
+    start, positions = first - margin, last - first + margin
+    nb = max(1, TILE_BYTES // (O * KH * (KW // fold) * positions * dtype.itemsize))
 
     def work(n):
-        samples = x[n]
-        taps = scratch("taps", (len(samples), groups, w_taps.shape[1], last - first), dtype)
-        np.matmul(w_taps, samples.reshape(len(samples), groups, CG, H * W)[..., first:last], out=taps)
-        taps = taps.reshape(len(samples), O, KH * KW, last - first)
-        wide = scratch("wide", (len(samples), O, length), dtype, zero=True)
-        for t, (ky, kx) in enumerate(itertools.product(range(KH), range(KW))):
+        samples = x[n].reshape(-1, groups, CG, H * W)
+        k = len(samples)
+        if fold == 1:
+            operand = samples[..., first:last]
+        else:  # rows (c, j): the support shifted j columns left, zeros past its ends
+            ends = scratch("support", (k, groups, CG, positions + margin), dtype, zero=True)
+            ends[..., margin : margin + last - first] = samples[..., first:last]
+            s = ends.strides
+            shifted = as_strided(ends, (k, groups, CG, fold, positions), s[:3] + (dilation[1] * s[3], s[3]))
+            operand = scratch("shifted", (k, groups, CG * fold, positions), dtype)
+            operand.reshape(shifted.shape)[...] = shifted
+        taps = scratch("taps", (k, groups, w_taps.shape[1], positions), dtype)
+        np.matmul(w_taps, operand, out=taps)
+        taps = taps.reshape(k, O, KH * (KW // fold), positions)
+        wide = scratch("wide", (k, O, length), dtype, zero=True)
+        for t, (ky, kx) in enumerate(itertools.product(range(KH), range(0, KW, fold))):
             shift = ky * dilation[0] * W + kx * dilation[1]
-            # wide[p] takes taps[p + shift], where p + shift lies in the support
-            lo, hi = max(0, first - shift), min(length, last - shift)
+            # wide[p] takes taps[p + shift], where p + shift lies in the products' run
+            lo, hi = max(0, start - shift), min(length, last - shift)
             if lo < hi:
-                wide[:, :, lo:hi] += taps[:, :, t, lo + shift - first : hi + shift - first]
+                wide[:, :, lo:hi] += taps[:, :, t, lo + shift - start : hi + shift - start]
         s0, s1, s2 = wide.strides
-        out[n] = as_strided(wide, (len(samples), O, OH, OW), (s0, s1, W * s2, s2))
+        out[n] = as_strided(wide, (k, O, OH, OW), (s0, s1, W * s2, s2))
 
     on_tiles(work, [slice(n, min(n + nb, N)) for n in range(0, N, nb)], w.size)
     return out

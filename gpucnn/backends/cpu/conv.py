@@ -15,6 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...checks import output_size
+from . import depthwise
 from ._common import PARALLEL_MACS, on_tiles, scratch
 
 # Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well...
@@ -144,6 +145,8 @@ def _correlate(x, w, b, stride, dilation, groups, out=None):
     im2col = _Im2col(x, (KH, KW), stride, dilation)
     dtype = np.result_type(x, w)
     y = np.empty((x.shape[0], O, im2col.OH, im2col.OW), dtype) if out is None else out
+    if depthwise.applies(w.shape, stride, groups):
+        return depthwise.correlate(x, w, b, dilation, y)
     w_mat = w.reshape(groups, O // groups, -1)
 
     def work(tile):
@@ -336,6 +339,8 @@ def _dy_window(dy, row, col):
 def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1):
     """dL/dw: the layer's input correlated with dy, summed over batch and positions."""
     O, CG, KH, KW = w_shape
+    if depthwise.applies(w_shape, stride, groups):
+        return depthwise.weight_gradient(_pad(x, padding), dy, w_shape, dilation)
     im2col = _Im2col(_pad(x, padding), (KH, KW), stride, dilation)
 
     def work(tile):

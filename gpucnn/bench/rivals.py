@@ -24,7 +24,7 @@ class Gpucnn:
         return cuda.to_device(np.ascontiguousarray(a), self.device)
 
     def loss_value(self, loss):
-        return loss  # a Python float already
+        return float(loss)  # a 0-d array on the device, as torch's
 
     def time(self, fn):
         """Seconds that fn() takes on this device."""

@@ -342,11 +342,18 @@ def linear_args(layer, x, weight, bias):
     checks.same_dtype(layer, x, weight=weight, bias=bias)
 
 
-def linear(x, weight, bias=None):
-    """y = x W^T + b, on any leading shape; matmul runs on BLAS (NumPy) or cuBLAS (CuPy)."""
-    linear_args("linear", x, weight, bias)
-    y = x @ weight.T
+def linear_forward(x, weight, bias):
+    """y = x W^T + b of checked arrays, on any leading shape, as one 2-D product: the shape
+    whose cuBLAS compute type (TF32 or not) CuPy lets the backend choose."""
+    y = ops_for(x).matmul(x.reshape(-1, weight.shape[1]), weight.T).reshape(x.shape[:-1] + weight.shape[:1])
     return y + bias if bias is not None else y
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, on any leading shape; matmul runs on BLAS (NumPy) or cuBLAS (CuPy), in
+    TF32 for float32 on a GPU where set_float32_matmul_precision("high") allows it."""
+    linear_args("linear", x, weight, bias)
+    return linear_forward(x, weight, bias)
 
 
 def log_softmax(x, axis=-1):

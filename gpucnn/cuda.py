@@ -105,6 +105,25 @@ def as_numpy(x):
     return np.asarray(x)
 
 
+def zero_d(value, like):
+    """value, the result of a full reduction of `like` (a 0-d array, or NumPy's scalar), as a
+    0-d array on like's device: where a loss lives until someone asks for its number."""
+    if isinstance(like, EmulatedDeviceArray):
+        return np.asarray(value).view(EmulatedDeviceArray)
+    return get_array_module(like).asarray(value)
+
+
+def scalars(arrays):
+    """The values of 0-d arrays of one device and dtype as one NumPy array, in a single
+    transfer: the one synchronization with the device where a loop reports on its steps."""
+    if not arrays:
+        return np.zeros(0)
+    stacked = get_array_module(*arrays).stack(arrays)
+    if isinstance(arrays[0], EmulatedDeviceArray):  # NumPy's stack drops the subclass: still device memory
+        stacked = stacked.view(EmulatedDeviceArray)
+    return as_numpy(stacked)
+
+
 def to_device(x, device):
     """x as an array on `device` ("cpu" or "cuda"); no copy when it is there already."""
     check_device(device)

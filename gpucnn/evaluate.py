@@ -35,16 +35,20 @@ def load_trained(path, device):
 def predictions(model, x, config, batch_size, device, labels=None):
     """Logits (NumPy, N x classes) of uint8 images, in batches; with labels also (mean loss, accuracy)."""
     criterion = nn.CrossEntropyLoss()
-    logits, loss_sum = [], 0.0
+    logits, losses, sizes = [], [], []
     for idx in data.batch_indices(len(x), batch_size):
         xb = cuda.to_device(data.normalize(x[idx], config["max_value"], config["mean"], config["std"]), device)
         out = model(xb)
-        if labels is not None:
-            loss_sum += criterion(out, cuda.to_device(labels[idx], device)) * len(idx)
+        if labels is not None:  # each batch's loss stays on the device until the end
+            losses.append(criterion(out, cuda.to_device(labels[idx], device)))
+            sizes.append(len(idx))
         logits.append(cuda.as_numpy(out))
     logits = np.concatenate(logits) if logits else np.zeros((0, len(config["classes"])), np.float32)
     if labels is None:
         return logits
+    loss_sum = 0.0
+    for loss, n in zip(cuda.scalars(losses), sizes):
+        loss_sum += float(loss) * n
     return logits, loss_sum / max(len(x), 1), float((logits.argmax(axis=1) == labels).mean())
 
 

@@ -342,11 +342,18 @@ def linear_args(layer, x, weight, bias):
     checks.same_dtype(layer, x, weight=weight, bias=bias)
 
 
-def linear(x, weight, bias=None):
-    """y = x W^T + b, on any leading shape; matmul runs on BLAS (NumPy) or cuBLAS (CuPy)."""
-    linear_args("linear", x, weight, bias)
-    y = x @ weight.T
+def linear_forward(x, weight, bias):
+    """y = x W^T + b of checked arrays, on any leading shape, as one 2-D product: the shape
+    whose cuBLAS compute type (TF32 or not) CuPy lets the backend choose."""
+    y = ops_for(x).matmul(x.reshape(-1, weight.shape[1]), weight.T).reshape(x.shape[:-1] + weight.shape[:1])
     return y + bias if bias is not None else y
+
+
+def linear(x, weight, bias=None):
+    """y = x W^T + b, on any leading shape; matmul runs on BLAS (NumPy) or cuBLAS (CuPy), in
+    TF32 for float32 on a GPU where set_float32_matmul_precision("high") allows it."""
+    linear_args("linear", x, weight, bias)
+    return linear_forward(x, weight, bias)
 
 
 def log_softmax(x, axis=-1):
@@ -378,7 +385,9 @@ def cross_entropy_options(layer, weight, ignore_index, reduction, label_smoothin
             raise ValueError(f"{layer}: expected a 1D weight (one per class), but got weight of shape {checks.shape_str(weight.shape)}")
 
 
-def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100):
+def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100, validate_args=True):
+    """Shapes, dtypes and devices; with validate_args, also the target's values, which on a
+    CuPy target means waiting for the GPU (PyTorch asserts on the device instead)."""
     checks.float_array(layer, "input", logits)
     checks.rank(layer, logits, 2, "(N, C) of class scores")
     checks.array(layer, "target", target)
@@ -396,6 +405,8 @@ def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100):
             f"{layer}: weight should be defined either for all {C} classes or no classes, "
             f"but got weight of shape {checks.shape_str(weight.shape)}"
         )
+    if not validate_args:
+        return
     classes = target[target != ignore_index]  # ignored rows may hold any index, as in torch
     if classes.size:
         lo, hi = int(classes.min()), int(classes.max())
@@ -405,7 +416,8 @@ def cross_entropy_args(layer, logits, target, weight=None, ignore_index=-100):
 
 
 def cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing):
-    """The loss (float, or an (N,) array for reduction='none') and what its backward needs.
+    """The loss (a 0-d array on the logits' device, or an (N,) array for reduction='none') and
+    what its backward needs.
 
     torch's order of operations: the weighted NLL term and the label-smoothing term
     (-sum_c w_c log p_c) are reduced separately, both 'mean's dividing by the summed target
@@ -436,7 +448,7 @@ def cross_entropy_forward(logits, target, weight, ignore_index, reduction, label
             reduced = [t.sum() / denom for t in terms]
     loss = reduced[0] if not label_smoothing else (1 - label_smoothing) * reduced[0] + reduced[1] * (label_smoothing / C)
     saved = {"probs": xp.exp(logp), "target": safe, "w_y": w_y, "keep": keep, "weight": weight, "denom": denom}
-    return (loss if reduction == "none" else float(loss)), saved
+    return (loss if reduction == "none" else cuda.zero_d(loss, logits)), saved
 
 
 def cross_entropy_backward(saved, dy, reduction, label_smoothing):
@@ -467,7 +479,9 @@ def cross_entropy_backward(saved, dy, reduction, label_smoothing):
 def cross_entropy(logits, target, weight=None, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """torch.nn.functional.cross_entropy with class-index targets: -log softmax(logits)[target],
     weighted per class, rows whose target is ignore_index left out, label smoothing mixing in
-    the uniform distribution; a float, or an (N,) array for reduction='none'."""
+    the uniform distribution; a 0-d array of the logits' type and dtype (as torch's 0-d tensor:
+    float(loss) or loss.item() is its number, and waits for the device), or an (N,) array for
+    reduction='none'."""
     cross_entropy_options("cross_entropy", weight, ignore_index, reduction, label_smoothing)
     cross_entropy_args("cross_entropy", logits, target, weight, ignore_index)
     return cross_entropy_forward(logits, target, weight, ignore_index, reduction, label_smoothing)[0]
@@ -485,5 +499,6 @@ def mse_args(layer, x, target):
 
 
 def mse_loss(x, target):
+    """Mean of the squared differences, a 0-d array on x's device (see cross_entropy)."""
     mse_args("mse_loss", x, target)
-    return float(((x - target) ** 2).mean())
+    return cuda.zero_d(((x - target) ** 2).mean(), x)

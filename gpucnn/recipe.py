@@ -64,7 +64,9 @@ def make_optimizer(config, params):
 
 
 def make_criterion(config):
-    return nn.CrossEntropyLoss(label_smoothing=config.get("label_smoothing", 0.0))
+    # The labels were checked when the data set loaded: checking them again on the device
+    # would make every step wait for the GPU.
+    return nn.CrossEntropyLoss(label_smoothing=config.get("label_smoothing", 0.0), validate_args=False)
 
 
 def _make_scheduler(config, optimizer):

@@ -117,36 +117,74 @@ def limited(x, y, n):
     return (x, y) if n is None else (x[:n], y[:n])
 
 
+# Batches between the reports that bring the losses back from the device: the only moments a
+# training epoch waits for the GPU (and the latest at which a non-finite loss stops the run).
+REPORT_EVERY = 50
+
+
+class Report:
+    """What an epoch's steps leave on the device (each batch's loss and correct predictions),
+    brought back at a report: one transfer each, checked and added up in the order of the
+    batches, so the numbers are the same whenever the reports come."""
+
+    def __init__(self, desc):
+        self.desc, self.pending = desc, []
+        self.loss_sum, self.correct, self.last_loss = 0.0, 0, None
+
+    def add(self, batch, loss, correct, images):
+        self.pending.append((batch, loss, correct, images))
+
+    def settle(self):
+        """Raise Diverged naming the first batch whose loss is not finite; else add them up."""
+        if not self.pending:
+            return
+        batches, losses, correct, images = zip(*self.pending)
+        self.pending = []
+        losses, correct = cuda.scalars(list(losses)), cuda.scalars(list(correct))
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size:
+            raise Diverged(f"the training loss became {float(losses[bad[0]])} at batch {batches[bad[0]]} of {self.desc}")
+        for loss, n in zip(losses, images):
+            self.loss_sum += float(loss) * n
+        self.correct += int(correct.sum())
+        self.last_loss = float(losses[-1])
+
+
 def run_epoch(model, criterion, optimizer, x, y, config, rng, device, desc, augmenter=None, world=None):
     """One pass over the training images in a shuffled order, each batch through augmenter
     when there is one; (mean loss, accuracy) as it trained. With a `world`, model is a
-    DistributedDataParallel and this rank takes its share of each batch. Raises Diverged at the
-    first batch whose loss is not finite, before that batch's step."""
+    DistributedDataParallel and this rank takes its share of each batch.
+
+    The losses stay on the device until a report (every REPORT_EVERY batches and at the end
+    of the epoch), so no step waits for the GPU. A report that finds a loss that is not finite
+    raises Diverged naming its batch: the steps taken after it are lost with the epoch, whose
+    weights are never saved."""
     model.train()
     batches = data.batch_indices(len(x), config["batch_size"], rng)
     if world is not None:
         batches = distributed.shard_batches(batches, world.rank, world.size)
-    loss_sum, correct = 0.0, 0
+    report = Report(desc)
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", disable=not sys.stderr.isatty())
     for batch, idx in enumerate(bar, 1):
         if len(idx) == 0:  # this rank's share of a last batch with fewer images than ranks
             optimizer.zero_grad()
             model.backward(None)  # still joins the gradient all-reduce
             optimizer.step()
-            continue
-        images = x[idx] if augmenter is None else augmenter(x[idx])
-        xb = cuda.to_device(data.normalize(images, config["max_value"], config["mean"], config["std"]), device)
-        yb = cuda.to_device(y[idx], device)
-        optimizer.zero_grad()
-        logits = model(xb)
-        loss = criterion(logits, yb)
-        if not math.isfinite(loss):
-            raise Diverged(f"the training loss became {loss} at batch {batch} of {desc}")
-        model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
-        optimizer.step()
-        loss_sum += loss * len(idx)
-        correct += int((cuda.as_numpy(logits).argmax(axis=1) == y[idx]).sum())
-        bar.set_postfix(loss=f"{loss:.4f}")
+        else:
+            images = x[idx] if augmenter is None else augmenter(x[idx])
+            xb = cuda.to_device(data.normalize(images, config["max_value"], config["mean"], config["std"]), device)
+            yb = cuda.to_device(y[idx], device)
+            optimizer.zero_grad()
+            logits = model(xb)
+            loss = criterion(logits, yb)
+            model.backward(criterion.backward(), input_grad=False)  # the images need no gradient
+            optimizer.step()
+            report.add(batch, loss, (logits.argmax(axis=1) == yb).sum(), len(idx))
+        if batch % REPORT_EVERY == 0 or batch == len(batches):
+            report.settle()
+            if report.last_loss is not None and not bar.disable:
+                bar.set_postfix(loss=f"{report.last_loss:.4f}")
+    loss_sum, correct = report.loss_sum, report.correct
     if world is not None:
         loss_sum, correct = world.sum(loss_sum, correct)
     return loss_sum / len(x), correct / len(x)

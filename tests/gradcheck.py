@@ -2,7 +2,7 @@
 
 A module's backward is checked against central differences of the scalar
 L = <module(x), dy> for a random projection dy, with respect to the input AND every
-parameter. Loss modules return a float already; then L = loss * dy for a random scalar dy.
+parameter. Loss modules return a 0-d array; then L = loss * dy for a random 0-d dy.
 Run it in float64: with eps = 1e-6 the central difference is exact to about 1e-9.
 """
 import numpy as np
@@ -29,7 +29,7 @@ def numerical_grad(objective, x, eps):
 def check_backward(module, x, *targets, dy=None, eps=1e-6, rtol=1e-6, atol=1e-8, seed=0):
     """Assert that module.backward gives dL/dx and every parameter's dL/dp (float64 only).
 
-    module(x, *targets) -> array y, or a float for losses; module.backward(dy) -> dx and
+    module(x, *targets) -> array y (0-d for losses); module.backward(dy) -> dx and
     p.grad for p in module.parameters(). targets (class labels, regression targets) are
     held fixed. Returns the analytic dx, for tests that want to look at it further.
     """
@@ -39,10 +39,10 @@ def check_backward(module, x, *targets, dy=None, eps=1e-6, rtol=1e-6, atol=1e-8,
         assert p.data.dtype == np.float64, "gradient checks need a float64 module (.double())"
     rng = np.random.default_rng(seed)
     y = module(x, *targets)
-    assert np.isscalar(y) or device_of(y) == device_of(x), f"output on {device_of(y)}, the input on {device_of(x)}"
+    assert device_of(y) == device_of(x), f"output on {device_of(y)}, the input on {device_of(x)}"
     if dy is None:
         # on the input's device, so that the same check runs a module moved to "cuda"
-        dy = float(rng.standard_normal()) if np.isscalar(y) else to_device(rng.standard_normal(y.shape), device_of(x))
+        dy = to_device(rng.standard_normal(y.shape), device_of(x))
     dy_host = np.asarray(as_numpy(dy), dtype=np.float64)
 
     def objective():

@@ -5,9 +5,11 @@ import os
 import numpy as np
 import pytest
 
+import gpucnn
 from gpucnn.backends import cpu
 from gpucnn.backends.cpu import _common as cpu_common, conv as cpu_conv
-from gpucnn.bench.__main__ import main
+from gpucnn.bench import cases
+from gpucnn.bench.__main__ import contestants, main
 
 SMALL = ["--only", "lenet.conv2,lenet5.b128", "--repeat", "1", "--warmup", "0", "--threads", "2"]
 
@@ -85,7 +87,8 @@ def test_bench_without_torch_times_gpucnn_alone(tmp_path, capsys):
                                          (["--warmup", "-1"], "--warmup must be non-negative, got -1"),
                                          (["--threads", "1,0"], "--threads must be positive, got 1,0"),
                                          (["--threads", "two"], "--threads must be comma-separated whole numbers"),
-                                         (["--clock", "cpu"], "--clock cpu needs --threads 1")])
+                                         (["--clock", "cpu"], "--clock cpu needs --threads 1"),
+                                         (["--precision", "tf32"], "argument --precision: invalid choice: 'tf32'")])
 def test_bad_round_counts_are_cli_errors(flags, want, capsys):
     with pytest.raises(SystemExit) as e:
         main(flags)
@@ -102,12 +105,65 @@ def test_bench_on_device_cuda_runs_through_the_emulator(tmp_path, monkeypatch):
     """The GPU code path (device arrays, Module.to, its timer) runs without a GPU, on the kernel emulator."""
     monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
     path = tmp_path / "bench.json"
-    assert main(["--device", "cuda", "--no-torch", "--only", "lenet.conv2.b1,lenet5.b128",
+    assert main(["--device", "cuda", "--no-torch", "--only", "lenet.conv2.b1,lenet5.b128", "--precision", "highest",
                  "--repeat", "1", "--warmup", "0", "--json", str(path)]) == 0
     result = json.loads(path.read_text())
     assert result["machine"]["device"] == "cuda" and "emulator" in result["machine"]["device_name"]
+    assert result["machine"]["precisions"] == ["highest"]
     (run,) = result["runs"]
+    assert run["precision"] == "highest" and run["torch_tf32"] is None
     assert len(run["layers"]) == 4 and run["training"][0]["losses"]["gpucnn"][0] > 0
+
+
+def test_on_device_cuda_both_precisions_run_a_table_each(tmp_path, monkeypatch, capsys):
+    """The emulator runs the TF32 kernels, so "high" really runs: its losses move off the
+    strict ones by TF32's rounding, and the caller's own precision is back afterwards."""
+    monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    monkeypatch.setattr(cases, "TRAINING", [cases.Train("tiny.b2", cases.lenet5, 2, 1, 28, 28)])
+    path = tmp_path / "bench.json"
+    assert main(["--device", "cuda", "--no-torch", "--only", "lenet.conv2.b1,tiny", "--repeat", "1",
+                 "--warmup", "0", "--json", str(path)]) == 0  # --precision both is the default on a GPU
+    out = capsys.readouterr().out
+    assert gpucnn.get_float32_matmul_precision() == "highest"
+    assert "precision: gpucnn set_float32_matmul_precision('highest')\n" in out
+    assert "precision: gpucnn set_float32_matmul_precision('high')\n" in out
+    result = json.loads(path.read_text())
+    assert result["machine"]["precisions"] == ["highest", "high"]
+    strict, fast = result["runs"]
+    assert (strict["precision"], fast["precision"]) == ("highest", "high")
+    assert [r["op"] for r in fast["layers"]] == ["forward", "backward_data", "backward_weight", "forward+backward"]
+    strict_losses, fast_losses = (np.array(run["training"][0]["losses"]["gpucnn"]) for run in (strict, fast))
+    assert not np.array_equal(strict_losses, fast_losses)
+    np.testing.assert_allclose(fast_losses, strict_losses, rtol=1e-2)
+
+
+def test_each_precision_meets_torch_in_its_matching_mode(monkeypatch):
+    """On a GPU, gpucnn's "highest" against PyTorch with both TF32 switches off, "high" with
+    both on (each contestant sets its switches before each of its timings)."""
+    pytest.importorskip("torch")
+    from types import SimpleNamespace
+    monkeypatch.setenv("GPUCNN_CUDA_EMULATOR", "1")
+    try:
+        for precision, tf32 in (("highest", False), ("high", True), ("highest", False)):
+            ours, theirs = contestants("cuda", precision, torch_ok=True)
+            switches = SimpleNamespace(cudnn=SimpleNamespace(allow_tf32=None),
+                                       cuda=SimpleNamespace(matmul=SimpleNamespace(allow_tf32=None)))
+            theirs.torch = SimpleNamespace(backends=switches)
+            theirs._precision()
+            assert switches.cudnn.allow_tf32 is tf32 and switches.cuda.matmul.allow_tf32 is tf32
+            seen = []
+            ours.time(lambda: seen.append(gpucnn.get_float32_matmul_precision()))
+            assert seen == [precision] and theirs.name == "torch"
+    finally:
+        gpucnn.set_float32_matmul_precision("highest")
+
+
+def test_on_the_cpu_precision_changes_nothing_and_says_so(tmp_path, capsys):
+    result = _run(tmp_path, "--no-torch", "--precision", "high")
+    assert "no TF32 on the CPU for either library: --precision changes nothing here" in capsys.readouterr().out
+    (run,) = result["runs"]
+    assert run["precision"] is None and result["machine"]["precisions"] == [None]
+    assert gpucnn.get_float32_matmul_precision() == "highest"
 
 
 def _reference_conv(x, w, stride, padding):

@@ -152,6 +152,15 @@ def test_labels_out_of_range(device, labels, bad):
         F.cross_entropy(zeros(2, 3, device=device), cuda.to_device(np.array(labels), device))
 
 
+def test_validate_args_false_skips_only_the_check_of_target_values(device):
+    """The check that reads the targets back (a wait for the GPU on CuPy) is the one skipped."""
+    trusting = nn.CrossEntropyLoss(validate_args=False)
+    loss = trusting(zeros(2, 3, device=device), cuda.to_device(np.array([0, 2]), device))
+    np.testing.assert_allclose(float(loss), np.log(3))
+    with raises("CrossEntropyLoss: expected target of shape [2]", "but got target of shape [3]"):
+        trusting(zeros(2, 3, device=device), cuda.to_device(np.array([0, 1, 2]), device))
+
+
 def test_bad_loss_targets(device):
     logits = zeros(2, 3, device=device)
     with raises("CrossEntropyLoss: expected integer class indices as target, but got dtype float64"):

@@ -53,8 +53,11 @@ def test_matches_torch(device, options, reduction, dtype):
         grad = crit.backward(to_device(dy, device))
     else:
         (loss_t * 0.7).backward()
-        assert isinstance(loss, float)
-        np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype])
+        # A 0-d array of the logits' own type (ndarray, the emulator's device array or CuPy's),
+        # as torch's 0-d tensor: float() and .item() give its number.
+        assert type(loss) is type(crit._saved["probs"]) and loss.shape == () and loss.dtype == dtype
+        assert device_of(loss) == device and isinstance(loss.item(), float)
+        np.testing.assert_allclose(float(loss), loss_t.item(), **TOLERANCES[dtype])
         grad = crit.backward(0.7)
     assert device_of(grad) == device and grad.dtype == dtype
     np.testing.assert_allclose(as_numpy(grad), lt.grad.numpy(), **TOLERANCES[dtype])

@@ -181,8 +181,8 @@ def test_cross_entropy_loss_matches_torch(device, dtype, dy):
     lt = torch.tensor(logits, requires_grad=True)
     loss_t = torch.nn.functional.cross_entropy(lt, torch.from_numpy(target))
     (loss_t * dy).backward()
-    assert isinstance(loss, float)
-    np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype])
+    assert loss.shape == () and loss.dtype == dtype and device_of(loss) == device
+    np.testing.assert_allclose(float(loss), loss_t.item(), **TOLERANCES[dtype])
     assert_close(crit.backward(dy), lt.grad, dtype, "d loss / d logits", device)
 
 
@@ -195,7 +195,10 @@ def test_mse_loss_matches_torch(device, dtype):
     xt = torch.tensor(x, requires_grad=True)
     loss_t = torch.nn.functional.mse_loss(xt, torch.from_numpy(target))
     loss_t.backward()
-    np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype])
+    # A 0-d array on the input's device, of its dtype, as torch's 0-d tensor.
+    assert loss.shape == () and loss.dtype == dtype and device_of(loss) == device
+    assert type(loss) is type(to_device(x, device)) and isinstance(loss.item(), float)
+    np.testing.assert_allclose(float(loss), loss_t.item(), **TOLERANCES[dtype])
     assert_close(crit.backward(), xt.grad, dtype, "d loss / d input", device)
 
 

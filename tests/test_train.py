@@ -205,3 +205,80 @@ def test_short_run_on_the_cuda_emulator(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "emulated" / "metrics.json").read_text())["device"] == "cuda"
     for key in ("train_loss", "test_loss"):
         assert float(emulated[0][key]) == pytest.approx(float(numpy_rows[0][key]), rel=1e-3)
+
+
+class Transfers:
+    """Counts what would make the host wait for a GPU: reading a device array back, whole
+    (cuda.as_numpy) or as a Python number (float, int, bool, .item(), printing). On the
+    emulator, a device array is EmulatedDeviceArray: its conversions are patched to count."""
+
+    HOOKS = ("__float__", "__int__", "__bool__", "__index__", "item", "tolist", "__format__", "__repr__", "__str__")
+
+    def __init__(self, monkeypatch):
+        from gpucnn import cuda
+        self.outside_reports, self.in_reports, self.reports = [], 0, 0
+        reporting = [False]
+
+        def count(what):
+            if reporting[0]:
+                self.in_reports += 1
+            else:
+                self.outside_reports.append(what)
+
+        for name in self.HOOKS:
+            real = getattr(np.ndarray, name)
+
+            def hook(array, *args, _real=real, _name=name):
+                count(_name)
+                return _real(array.view(np.ndarray), *args)
+            monkeypatch.setattr(cuda.EmulatedDeviceArray, name, hook, raising=False)
+        real_as_numpy = cuda.as_numpy
+
+        def as_numpy(x):
+            if cuda.is_cuda_array(x):
+                count("as_numpy")
+            return real_as_numpy(x)
+        monkeypatch.setattr(cuda, "as_numpy", as_numpy)
+        real_settle = train.Report.settle
+
+        def settle(report):
+            self.reports += 1
+            reporting[0] = True
+            try:
+                return real_settle(report)
+            finally:
+                reporting[0] = False
+        monkeypatch.setattr(train.Report, "settle", settle)
+
+
+def epoch_on_the_emulator(monkeypatch, optimizer, report_every, count=False):
+    """((mean loss, accuracy), weights) of one epoch of 7 steps of a small net with every kind
+    of layer; with count, also the Transfers it made."""
+    from gpucnn import arch, cuda, recipe
+    from gpucnn.nn.init import manual_seed
+    digits = data.load("digits")
+    config = {"batch_size": 16, "max_value": 16, "mean": [0.3], "std": [0.4], "label_smoothing": 0.1,
+              "optimizer": optimizer, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-3}
+    with monkeypatch.context() as m:
+        m.setenv("GPUCNN_CUDA_EMULATOR", "1")
+        m.setattr(train, "REPORT_EVERY", report_every)
+        manual_seed(0)
+        model = arch.build_model("conv4k3p1bn pool2 drop0.2 fc16", (1, 8, 8), 10).to("cuda")
+        opt, criterion = recipe.make_optimizer(config, model.parameters()), recipe.make_criterion(config)
+        transfers = Transfers(m) if count else None
+        result = train.run_epoch(model, criterion, opt, digits.x_train[:100], digits.y_train[:100], config,
+                                 np.random.default_rng(0), "cuda", desc="epoch 1/1")
+    return result, [cuda.as_numpy(p.data) for p in model.parameters()], transfers
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_training_steps_wait_for_the_device_only_at_reports(monkeypatch, optimizer):
+    """The loss stays on the device: an epoch of 7 steps reporting every 3 reads the device
+    back at its 3 reports only (after batches 3, 6 and 7), one transfer for the losses and one
+    for the correct counts each, and its numbers are those of an epoch reporting every step."""
+    result, weights, transfers = epoch_on_the_emulator(monkeypatch, optimizer, 3, count=True)
+    assert transfers.outside_reports == [] and transfers.reports == 3 and transfers.in_reports == 2 * 3
+    every_step, every_step_weights, _ = epoch_on_the_emulator(monkeypatch, optimizer, 1)
+    assert result == every_step
+    for got, want in zip(weights, every_step_weights):
+        np.testing.assert_array_equal(got, want)

@@ -40,6 +40,10 @@ Batch normalization takes (N, C, S) arrays (S = H*W, or L, or 1) and per-channel
                               kept: top 24 bits of Philox4x32-10 word >= threshold (dropout.cu)
     adaptive_avg_pool2d_forward(x, output_size) -> y
     adaptive_avg_pool2d_backward(dy, x_shape) -> dx
+
+Linear's products, of 2-D arrays of one dtype:
+
+    matmul(a, b) -> a @ b       on cuBLAS in TF32 where set_float32_matmul_precision allows it
 """
 # Not `from .. import cuda`: importing the submodule backends.cuda rebinds that name here.
 from ..cuda import is_cuda_array

@@ -4,7 +4,9 @@ Layer by layer (forward, backward-data and backward-weight of each convolution t
 apart; max pooling forward and backward) and whole SGD training steps, from the same
 weights and data in both frameworks. The contestants run in turn, after warm-up, for
 several rounds; the report gives medians and the ratio gpucnn / PyTorch, a table per
-thread count (on the CPU by default one core, then all), and the JSON every round's time.
+thread count (on the CPU by default one core, then all) and, on a GPU, per float32
+precision (gpucnn's "highest" against PyTorch with TF32 off, "high" against TF32 on), and
+the JSON every round's time.
 See docs/benchmarks.md for the latest tables and how they were taken.
 
 Without PyTorch installed (it comes with the `bench` extra) gpucnn is timed alone.
@@ -20,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .. import cuda, nn
+from .. import cuda, nn, precision as float32_precision
+from ..nn.init import manual_seed
 from ..backends import cpu
 from . import cases, distributed, report
 from .rivals import Gpucnn, Torch, torch_version
@@ -42,6 +45,11 @@ def parse_args(argv):
     p.add_argument("--repeat", type=int, help="timed rounds per case (default 5, --quick 3)")
     p.add_argument("--warmup", type=int, help="untimed calls per contestant before the rounds (default 2, --quick 1)")
     p.add_argument("--no-torch", action="store_true", help="time gpucnn alone even where PyTorch is installed")
+    p.add_argument("--precision", choices=("highest", "high", "both"), default="both",
+                   help="on a GPU, float32 products: gpucnn's set_float32_matmul_precision('highest') against "
+                        "PyTorch with cudnn.allow_tf32 and cuda.matmul.allow_tf32 off, or 'high' against both on "
+                        "(TF32 tensor cores), or both, a table each (default: both); on the CPU neither library "
+                        "uses TF32, so there is one table whatever this says")
     p.add_argument("--json", type=Path, help="where to write the results (default runs/bench/<device>-<time>.json)")
     p.add_argument("--distributed", action="store_true",
                    help="instead: data-parallel LeNet-5 training steps on MPI ranks (needs gpucnn[mpi]), see --ranks")
@@ -62,6 +70,37 @@ def parse_args(argv):
     args.repeat = args.repeat or (3 if args.quick else 5)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     return args
+
+
+def precisions(device, choice):
+    """The float32 precisions to time: on a GPU, "highest" and/or "high"; on the CPU one run,
+    None, since neither library computes in TF32 there (gpucnn runs as "highest")."""
+    if device == "cpu":
+        return [None]
+    return ["highest", "high"] if choice == "both" else [choice]
+
+
+def precision_note(precision, torch_ok):
+    """What a run's precision means for the contestants, for its table's title."""
+    if precision is None:
+        return "float32 (no TF32 on the CPU for either library: --precision changes nothing here)"
+    tf32 = precision == "high"
+    torch = f", torch cudnn.allow_tf32={tf32} cuda.matmul.allow_tf32={tf32}" if torch_ok else ""
+    return f"gpucnn set_float32_matmul_precision({precision!r}){torch}"
+
+
+def contestants(device, precision, torch_ok):
+    """gpucnn under the run's precision, and PyTorch in the matching mode when it is there."""
+    rivals = [Gpucnn(device, precision or "highest")]
+    if torch_ok:
+        rivals.append(Torch(device, tf32=precision == "high"))
+    return rivals
+
+
+def loss_tolerance(precision):
+    """How close the two frameworks' first losses must be: in float32 to 1e-4; with TF32 on
+    both sides (10 mantissa bits per operand, each library rounding its own way) to 1e-2."""
+    return dict(rtol=1e-2, atol=1e-3) if precision == "high" else dict(rtol=1e-4, atol=1e-5)
 
 
 def default_device():
@@ -196,7 +235,7 @@ def _result(case, op, times, rivals, clock):
     return res
 
 
-def run_training(trainings, rivals, args, rng, clock):
+def run_training(trainings, rivals, args, rng, clock, precision=None):
     results = []
     for case in trainings:
         weights = case.build(nn).state_dict()
@@ -216,9 +255,8 @@ def run_training(trainings, rivals, args, rng, clock):
             "images_per_s": {n: case.N / s for n, s in seconds.items()},
             "ratio": {r.name: seconds["gpucnn"] / seconds[r.name] for r in rivals[1:]},
             "losses": losses,
-            # TF32 rounds convolution inputs to 10 mantissa bits: only strict fp32 must agree.
-            "losses_agree": all(np.allclose(losses["gpucnn"], losses[r.name], rtol=1e-4, atol=1e-5)
-                                for r in rivals[1:] if not r.tf32),
+            "losses_agree": all(np.allclose(losses["gpucnn"], losses[r.name], **loss_tolerance(precision))
+                                for r in rivals[1:]),
         }
         res.update(_samples(times))
         results.append(res)
@@ -245,17 +283,14 @@ def main(argv=None):
     all_cpus = cpu.get_num_threads()
     threads = args.threads or ([1, all_cpus] if device == "cpu" and all_cpus > 1 else [all_cpus])
     torch_ok = torch_version() is not None and not args.no_torch
-    rivals = [Gpucnn(device)]
-    if torch_ok:
-        rivals.append(Torch(device))
-        if device == "cuda":
-            rivals.append(Torch(device, tf32=True))
-    name = device_name(device, rivals[0])
-    cupy_module = rivals[0].xp if rivals[0].xp is not np else None
+    probe = Gpucnn(device)
+    name = device_name(device, probe)
+    cupy_module = probe.xp if probe.xp is not np else None
     info = report.machine(device, name, threads, torch_version() if torch_ok else None,
                           cupy_module.__version__ if cupy_module else None)
     info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     info["clock"] = args.clock
+    info["precisions"] = precisions(device, args.precision)
     info["environment"] = {k: os.environ.get(k) for k in QUIET_THREADS}
     info["command"] = "python -m gpucnn.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     peaks = report.gpu_peaks(name) if device == "cuda" else None
@@ -269,19 +304,26 @@ def main(argv=None):
     clock = Clock(device)
     runs = []
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    users_precision = float32_precision.get_float32_matmul_precision()
     try:
         for n in threads:
-            setup = limit_threads(n, rivals[1] if torch_ok else None)
-            print(f"gpucnn bench on {device} ({name}), {setup}; "
-                  f"{len(layers)} layers, {len(trainings)} networks, {args.repeat} rounds", file=sys.stderr)
-            rng = np.random.default_rng(0)
-            runs.append({"threads": n, "thread_setup": setup, "load_average_at_start": report.load_average(),
-                         "layers": run_layers(layers, rivals, args, rng, clock),
-                         "training": run_training(trainings, rivals, args, rng, clock),
-                         "load_average_at_end": report.load_average()})
+            for precision in precisions(device, args.precision):
+                rivals = contestants(device, precision, torch_ok)
+                setup = limit_threads(n, rivals[1] if torch_ok else None)
+                print(f"gpucnn bench on {device} ({name}), {setup}, {precision_note(precision, torch_ok)}; "
+                      f"{len(layers)} layers, {len(trainings)} networks, {args.repeat} rounds", file=sys.stderr)
+                rng = np.random.default_rng(0)
+                manual_seed(0)  # every run from the same weights and data: its losses compare across runs
+                runs.append({"threads": n, "thread_setup": setup, "precision": precision,
+                             "torch_tf32": None if precision is None or not torch_ok else precision == "high",
+                             "load_average_at_start": report.load_average(),
+                             "layers": run_layers(layers, rivals, args, rng, clock),
+                             "training": run_training(trainings, rivals, args, rng, clock, precision),
+                             "load_average_at_end": report.load_average()})
     finally:
         if affinity is not None:
             os.sched_setaffinity(0, affinity)
+        float32_precision.set_float32_matmul_precision(users_precision)
 
     names = [r.name for r in rivals[1:]]
     torch_note = info["torch"] or ("not used (--no-torch)" if args.no_torch else "not installed")
@@ -291,8 +333,9 @@ def main(argv=None):
     for run in runs:
         print(f"\n## {device}: {name}, {run['thread_setup']}, {info['date']}, {args.clock} clock, load average "
               f"{run['load_average_at_start']} at start, {run['load_average_at_end']} at end\n")
+        print(f"precision: {precision_note(run['precision'], torch_ok)}\n")
         if run["layers"]:
-            print(report.layer_table(run["layers"], names, peaks) + "\n")
+            print(report.layer_table(run["layers"], names, peaks, run["precision"]) + "\n")
         if run["training"]:
             print(report.train_table(run["training"], names) + "\n")
         for rival in names:

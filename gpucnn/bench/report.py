@@ -74,15 +74,17 @@ def _table(header, rows):
     return "\n".join(lines)
 
 
-def layer_table(results, rivals, peaks):
-    """Markdown table of the layer timings: ms per rival, ratio gpucnn/rival, FLOP/s, GB/s."""
+def layer_table(results, rivals, peaks, precision=None):
+    """Markdown table of the layer timings: ms per rival, ratio gpucnn/rival, FLOP/s, GB/s;
+    on a GPU also the share of its peak, TF32's under precision "high", else fp32's."""
+    peak = "tf32" if precision == "high" else "fp32"
     unit, scale = ("TFLOP/s", 1e12) if peaks else ("GFLOP/s", 1e9)
     header = ["layer", "shape", "op", "gpucnn ms"]
     for r in rivals:
         header += [f"{r} ms", f"gpucnn/{r}"]
     header += [f"gpucnn {unit}", "gpucnn GB/s"]
     if peaks:
-        header += ["% fp32 peak", "% bandwidth"]
+        header += [f"% {peak} peak", "% bandwidth"]
     rows = []
     for res in results:
         row = [res["case"], res["shape"], res["op"], _fmt(res["ms"]["gpucnn"], ".3f")]
@@ -91,7 +93,7 @@ def layer_table(results, rivals, peaks):
         flops = res["flop_per_s"] / scale if res["flop_per_s"] else None
         row += [_fmt(flops, ".2f"), _fmt(res["bytes_per_s"] / 1e9, ".1f")]
         if peaks:
-            row += [_fmt(100 * res["flop_per_s"] / peaks["fp32"] if res["flop_per_s"] else None, ".1f"),
+            row += [_fmt(100 * res["flop_per_s"] / peaks[peak] if res["flop_per_s"] else None, ".1f"),
                     _fmt(100 * res["bytes_per_s"] / peaks["bandwidth"], ".1f")]
         rows.append(row)
     return _table(header, rows)
@@ -122,7 +124,8 @@ def geometric_mean_line(run, rival):
     if not layers + steps:
         return ""
     mean = math.exp(sum(math.log(r) for r in layers + steps) / len(layers + steps))
-    return (f"{run['threads']} thread{'s' * (run['threads'] > 1)}: geometric mean of gpucnn/{rival} over "
+    precision = f", precision {run['precision']}" if run.get("precision") else ""
+    return (f"{run['threads']} thread{'s' * (run['threads'] > 1)}{precision}: geometric mean of gpucnn/{rival} over "
             f"{len(layers)} layers (forward+backward) and {len(steps)} training steps: {mean:.2f}")
 
 

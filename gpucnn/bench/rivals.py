@@ -8,26 +8,29 @@ import time
 
 import numpy as np
 
-from .. import cuda, nn, optim
+from .. import cuda, nn, optim, precision as float32_precision
 from ..backends import ops_for
 from ..functional import as_2d
 
 
 class Gpucnn:
+    """gpucnn under set_float32_matmul_precision(precision): "highest" (strict float32, the
+    default, and all there is on the CPU) or "high" (TF32 convolutions and linear layers)."""
     name = "gpucnn"
 
-    def __init__(self, device):
-        self.device = device
+    def __init__(self, device, precision="highest"):
+        self.device, self.precision = device, precision
         self.xp = cuda.get_array_module(self.array(np.zeros(1, np.float32)))
 
     def array(self, a):
         return cuda.to_device(np.ascontiguousarray(a), self.device)
 
     def loss_value(self, loss):
-        return loss  # a Python float already
+        return float(loss)  # a 0-d array on the device, as torch's
 
     def time(self, fn):
         """Seconds that fn() takes on this device."""
+        float32_precision.set_float32_matmul_precision(self.precision)
         xp = self.xp
         if xp is np:  # NumPy, or the emulator's NumPy arrays standing for device memory
             start = time.perf_counter()
@@ -86,12 +89,15 @@ class Gpucnn:
 
 
 class Torch:
-    """PyTorch on the same device; tf32=True is its default for convolutions on a GPU."""
+    """PyTorch on the same device. On a GPU, tf32 sets both of its TF32 switches, for
+    convolutions (`torch.backends.cudnn.allow_tf32`, True by default) and for matmuls
+    (`torch.backends.cuda.matmul.allow_tf32`, False by default): off, it matches gpucnn's
+    "highest"; on, gpucnn's "high". Neither has any effect on the CPU."""
+    name = "torch"
 
     def __init__(self, device, tf32=False):
         import torch
         self.torch, self.device, self.tf32 = torch, device, tf32
-        self.name = "torch-tf32" if tf32 else "torch"
 
     def array(self, a):
         return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device)
@@ -100,7 +106,7 @@ class Torch:
         """TF32 is a global switch in PyTorch: set it before each of this contestant's runs."""
         if self.device == "cuda":
             self.torch.backends.cudnn.allow_tf32 = self.tf32
-            self.torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's default for matmul
+            self.torch.backends.cuda.matmul.allow_tf32 = self.tf32
 
     def time(self, fn):
         self._precision()

@@ -1,5 +1,6 @@
 """Flatten and Linear: the fully connected head of the seeds' INPUT -> [[CONV]*N -> POOL?]*M -> [FC]*K."""
 from .. import checks, cuda, functional as F
+from ..backends import ops_for
 from . import init
 from .module import Module, Parameter
 
@@ -53,12 +54,13 @@ class Linear(Module):
         b = self.bias.data if self.bias is not None else None
         F.linear_args("Linear", x, self.weight.data, b)
         self._x = x
-        y = x @ self.weight.data.T
-        return y + b if b is not None else y
+        return F.linear_forward(x, self.weight.data, b)
 
     def backward(self, dy):
+        """dx = dy W, and the parameters' gradients; every product 2-D, as the forward's."""
         self.parameters_backward(dy)
-        return dy @ self.weight.data
+        w = self.weight.data
+        return ops_for(w).matmul(dy.reshape(-1, self.out_features), w).reshape(dy.shape[:-1] + (self.in_features,))
 
     def parameters_backward(self, dy):
         x = self.saved("_x")
@@ -66,7 +68,7 @@ class Linear(Module):
         checks.gradient("Linear", dy, x.shape[:-1] + (self.out_features,), x.dtype)
         x2 = x.reshape(-1, self.in_features)
         dy2 = dy.reshape(-1, self.out_features)
-        self.weight.accumulate(dy2.T @ x2)
+        self.weight.accumulate(ops_for(x2).matmul(dy2.T, x2))
         if self.bias is not None:
             self.bias.accumulate(dy2.sum(axis=0))
 

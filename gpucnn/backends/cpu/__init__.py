@@ -11,4 +11,5 @@ from .batchnorm import (batch_norm_backward_data, batch_norm_backward_reduce, ba
 from .conv import (conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_forward, rot180,
                    spread_to_stride1)
 from .dropout import dropout_apply
+from .linear import matmul
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward

@@ -14,6 +14,7 @@ from .batchnorm import (batch_norm_backward_data, batch_norm_backward_reduce, ba
                         batch_norm_statistics, batch_norm_update_running)
 from .conv import conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_forward
 from .dropout import dropout_apply
+from .linear import matmul
 from .pool import avg_pool2d_backward, avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward
 
 # Every family above has declared its kernels by now.

@@ -91,7 +91,7 @@ def on_tiles(work, tiles, macs_per_position):
     thick = macs_per_position >= PARALLEL_MACS
     if thick and len(tiles) == 1:  # one large product: BLAS's own threads share it out
         return [work(tiles[0])]
-    with _single_threaded_blas():
+    with single_threaded_blas():
         if _threads == 1 or len(tiles) == 1 or not thick:
             return [work(t) for t in tiles]
         return list(_executor().map(work, tiles))
@@ -123,7 +123,7 @@ def elementwise(op, *arrays):
     return out
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """A context limiting NumPy's BLAS to one thread."""
     global _blas
     if _blas is None:

@@ -42,6 +42,25 @@ def test_bench_against_torch_writes_tables_and_same_losses(tmp_path, capsys):
     assert "2 threads: geometric mean of gpucnn/torch over 2 layers (forward+backward) and 1 training steps: " in out
 
 
+@pytest.mark.parametrize("name", ["mobilenet.dw3", "mobilenet.dw3s2", "resnext.g32", "deeplab.d2"])
+def test_grouped_and_dilated_cases_time_the_same_convolution_in_both(name):
+    """A case's groups and dilation reach both contestants' ops, and its shapes and FLOPs are theirs."""
+    pytest.importorskip("torch")
+    from dataclasses import replace
+    from gpucnn.bench.rivals import Gpucnn, Torch
+    (case,) = [c for c in cases.LAYERS if c.name == name]
+    case = replace(case, N=2, H=9, W=9)  # small, odd sizes: the same options
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((case.N, case.C, case.H, case.W)).astype(np.float32)
+    w, b = rng.standard_normal(case.w_shape).astype(np.float32), rng.standard_normal(case.O).astype(np.float32)
+    dy = rng.standard_normal((case.N, case.O) + case.out_hw).astype(np.float32)
+    ours, theirs = Gpucnn("cpu").conv(case, x, w, b, dy), Torch("cpu").conv(case, x, w, b, dy)
+    for op in ours:
+        np.testing.assert_allclose(np.asarray(ours[op]()), theirs[op]().numpy(), rtol=1e-4, atol=1e-4, err_msg=op)
+    OH, OW = case.out_hw
+    assert case.flops() == 2 * case.N * case.O * OH * OW * (case.C // case.groups) * 9
+
+
 def test_every_round_is_kept_and_the_medians_are_theirs(tmp_path):
     path = tmp_path / "bench.json"
     assert main(["--only", "lenet.conv2.b1,lenet5.b128", "--repeat", "3", "--warmup", "0", "--no-torch",

@@ -179,7 +179,7 @@ def run_layers(layers, rivals, args, rng, clock):
         shape = (case.N, case.C, case.W) if is_conv and case.nd == 1 else (case.N, case.C, case.H, case.W)
         x = rng.standard_normal(shape, dtype=np.float32)
         if is_conv:
-            w = rng.standard_normal((case.O, case.C) + case.kernel[2 - case.nd:], dtype=np.float32) * 0.1
+            w = rng.standard_normal(case.w_shape, dtype=np.float32) * 0.1
             b = rng.standard_normal(case.O, dtype=np.float32)
             out = case.out_hw[1:] if case.nd == 1 else case.out_hw
             dy = rng.standard_normal((case.N, case.O) + out, dtype=np.float32)

@@ -20,6 +20,8 @@ class Conv:
     stride: int = 1
     padding: int = 0
     nd: int = 2
+    dilation: int = 1
+    groups: int = 1
 
     @property
     def kernel(self):
@@ -34,23 +36,32 @@ class Conv:
         return (0, self.padding) if self.nd == 1 else (self.padding, self.padding)
 
     @property
+    def dilation2(self):
+        return (1, self.dilation) if self.nd == 1 else (self.dilation, self.dilation)
+
+    @property
+    def w_shape(self):
+        return (self.O, self.C // self.groups) + self.kernel[2 - self.nd:]
+
+    @property
     def out_hw(self):
-        (KH, KW), (sh, sw), (ph, pw) = self.kernel, self.stride2, self.padding2
-        return (self.H + 2 * ph - KH) // sh + 1, (self.W + 2 * pw - KW) // sw + 1
+        (KH, KW), (sh, sw), (ph, pw), (dh, dw) = self.kernel, self.stride2, self.padding2, self.dilation2
+        return (self.H + 2 * ph - dh * (KH - 1) - 1) // sh + 1, (self.W + 2 * pw - dw * (KW - 1) - 1) // sw + 1
 
     def shape(self):
         x = f"{self.N}x{self.C}x{self.W}" if self.nd == 1 else f"{self.N}x{self.C}x{self.H}x{self.W}"
-        return f"{x} -> {self.O}, k{self.k} s{self.stride} p{self.padding}"
+        options = (f" d{self.dilation}" if self.dilation > 1 else "") + (f" g{self.groups}" if self.groups > 1 else "")
+        return f"{x} -> {self.O}, k{self.k} s{self.stride} p{self.padding}{options}"
 
     def flops(self):
         """Multiply-adds times 2; forward, backward-data and backward-weight each do this many."""
         OH, OW = self.out_hw
-        return 2 * self.N * self.O * OH * OW * self.C * self.kernel[0] * self.kernel[1]
+        return 2 * self.N * self.O * OH * OW * (self.C // self.groups) * self.kernel[0] * self.kernel[1]
 
     def bytes(self, op, itemsize=4):
         OH, OW = self.out_hw
         x, y = self.N * self.C * self.H * self.W, self.N * self.O * OH * OW
-        w = self.O * self.C * self.kernel[0] * self.kernel[1]
+        w = self.O * (self.C // self.groups) * self.kernel[0] * self.kernel[1]
         # every op reads two of x, w and y and writes the third; all three ops together, thrice that
         return itemsize * (x + w + y) * (len(CONV_OPS) if op == FORWARD_BACKWARD else 1)
 
@@ -130,6 +141,12 @@ LAYERS = [
     Conv("resnet.stem.b8", 8, 3, 64, 112, 112, 7, stride=2, padding=3),
     Conv("audio.conv1d.b8", 8, 1, 32, 1, 16000, 80, stride=4, nd=1),
     Conv("vgg.conv64-64.b16", 16, 64, 64, 32, 32, 3, padding=1),
+    # The modern layers' convolutions: MobileNet's depthwise 3x3 (stride 1 and 2), a
+    # ResNeXt-style grouped 3x3 (32 groups), a dilated 3x3 (DeepLab-style)
+    Conv("mobilenet.dw3", 16, 64, 64, 56, 56, 3, padding=1, groups=64),
+    Conv("mobilenet.dw3s2", 16, 64, 64, 56, 56, 3, stride=2, padding=1, groups=64),
+    Conv("resnext.g32", 16, 128, 128, 28, 28, 3, padding=1, groups=32),
+    Conv("deeplab.d2", 16, 64, 64, 32, 32, 3, padding=2, dilation=2),
     Pool("vgg.maxpool2", 128, 64, 32, 32, 2, 2),
     Pool("resnet.maxpool3s2", 32, 64, 112, 112, 3, 2),
     Norm("resnet20.bn16", 128, 16, 32, 32),

@@ -47,11 +47,11 @@ class Gpucnn:
         """{op: fn} for a cases.Conv; 1D layers run the 2D ops with H = 1, as nn.Conv1d does."""
         x, w, b, dy = (self.array(a) for a in (x, w, b, dy))
         x, w, dy = (as_2d(a, case.nd) for a in (x, w, dy))
-        ops, stride, padding = ops_for(x), case.stride2, case.padding2
+        ops, options = ops_for(x), (case.stride2, case.padding2, case.dilation2, case.groups)
         return {
-            "forward": lambda: ops.conv2d_forward(x, w, b, stride, padding),
-            "backward_data": lambda: ops.conv2d_backward_data(dy, w, x.shape, stride, padding),
-            "backward_weight": lambda: ops.conv2d_backward_weight(x, dy, w.shape, stride, padding),
+            "forward": lambda: ops.conv2d_forward(x, w, b, *options),
+            "backward_data": lambda: ops.conv2d_backward_data(dy, w, x.shape, *options),
+            "backward_weight": lambda: ops.conv2d_backward_weight(x, dy, w.shape, *options),
         }
 
     def pool(self, case, x, dy):
@@ -124,15 +124,15 @@ class Torch:
     def conv(self, case, x, w, b, dy):
         torch = self.torch
         x, w, b, dy = (self.array(a) for a in (x, w, b, dy))
-        stride, padding = case.stride, case.padding
+        options = (case.stride, case.padding, case.dilation, case.groups)
         conv = torch.nn.functional.conv1d if case.nd == 1 else torch.nn.functional.conv2d
         grad = torch.nn.grad
         conv_input = grad.conv1d_input if case.nd == 1 else grad.conv2d_input
         conv_weight = grad.conv1d_weight if case.nd == 1 else grad.conv2d_weight
         return {
-            "forward": lambda: conv(x, w, b, stride, padding),
-            "backward_data": lambda: conv_input(x.shape, w, dy, stride, padding),
-            "backward_weight": lambda: conv_weight(x, w.shape, dy, stride, padding),
+            "forward": lambda: conv(x, w, b, *options),
+            "backward_data": lambda: conv_input(x.shape, w, dy, *options),
+            "backward_weight": lambda: conv_weight(x, w.shape, dy, *options),
         }
 
     def pool(self, case, x, dy):

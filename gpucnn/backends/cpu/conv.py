@@ -15,7 +15,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from ...checks import output_size
-from . import depthwise
+from . import depthwise, winograd
 from ._common import PARALLEL_MACS, on_tiles, scratch
 
 # Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well...
@@ -147,6 +147,8 @@ def _correlate(x, w, b, stride, dilation, groups, out=None):
     y = np.empty((x.shape[0], O, im2col.OH, im2col.OW), dtype) if out is None else out
     if depthwise.applies(w.shape, stride, groups):
         return depthwise.correlate(x, w, b, dilation, y)
+    if winograd.applies(w.shape, stride, dilation, groups):
+        return winograd.correlate(x, w, b, y)
     w_mat = w.reshape(groups, O // groups, -1)
 
     def work(tile):
@@ -341,6 +343,8 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
     O, CG, KH, KW = w_shape
     if depthwise.applies(w_shape, stride, groups):
         return depthwise.weight_gradient(_pad(x, padding), dy, w_shape, dilation)
+    if winograd.applies(w_shape, stride, dilation, groups):
+        return winograd.weight_gradient(_pad(x, padding), dy)
     im2col = _Im2col(_pad(x, padding), (KH, KW), stride, dilation)
 
     def work(tile):

@@ -343,7 +343,7 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
     O, CG, KH, KW = w_shape
     if depthwise.applies(w_shape, stride, groups):
         return depthwise.weight_gradient(_pad(x, padding), dy, w_shape, dilation)
-    if winograd.applies(w_shape, stride, dilation, groups):
+    if winograd.applies(w_shape, stride, dilation, groups, weight_gradient=True):
         return winograd.weight_gradient(_pad(x, padding), dy)
     im2col = _Im2col(_pad(x, padding), (KH, KW), stride, dilation)
 

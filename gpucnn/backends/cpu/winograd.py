@@ -10,10 +10,10 @@ with g the 3x3 filter and constant matrices A (4x2), B (4x4), G (4x3) of 0, +-1 
 Summed over input channels, each of the 16 elements of the transformed tiles is one matrix
 product, (output channels x input channels) @ (input channels x tiles): 16 multiply-adds
 per 2x2 outputs and channel pair where im2col's product spends 36. The transforms are
-products too, with the Kronecker matrices B^T (x) B^T (16 x 16) and A^T (x) A^T (4 x 16)
-over every tile at once. On this VM's one core OpenBLAS runs im2col's products at 60-75
-GFLOP/s where PyTorch's oneDNN convolutions reach 100-120; fewer multiply-adds close most of
-that gap on thick layers (`MIN_CHANNEL_PAIRS`).
+additions and subtractions of whole arrays, in two passes each (the rows' transform, then
+the columns'), over the tiles of a few samples at once, which stay in cache. On this VM's
+one core OpenBLAS runs im2col's products at 60-75 GFLOP/s where PyTorch's oneDNN
+convolutions reach 100-120; fewer multiply-adds close most of that gap on thick layers (`MIN_CHANNEL_PAIRS`).
 
 Backward-data at stride 1 is the seeds' full convolution of dy with the filter turned by
 180 degrees: a valid correlation of the padded dy, which `correlate` evaluates as above.
@@ -29,30 +29,30 @@ from numpy.lib.stride_tricks import as_strided
 
 from ._common import on_tiles, scratch
 
-# Input times output channels from which a 3x3 layer goes through Winograd: the transforms'
-# cost grows with the channels, the products' saving with their product. Measured on one
-# core against im2col in one process (forward, backward-data, weight gradient, batch 32):
-# 64 -> 64 channels at 32x32 0.94-1.04x (no gain: left to im2col), 64 -> 128 at 16x16
-# 1.04-1.20x, 128 -> 128 1.16-1.32x, 128 -> 256 at 8x8 1.15-1.19x, 256 -> 256 1.24-1.31x.
-MIN_CHANNEL_PAIRS = 64 * 128
+# Input times output channels from which a 3x3 layer's forward and backward-data go through
+# Winograd, and its weight gradient: the transforms' cost grows with the channels, the
+# products' saving with their product. Measured on one core against im2col in one process
+# (forward, backward-data, weight gradient; batch 32): 64 -> 64 channels at 32x32 1.22x,
+# 1.16x, 0.94x; 64 -> 128 at 16x16 1.30x, 1.17x, 1.07x; 128 -> 128 1.35x, 1.44x, 1.16x;
+# 256 -> 256 at 8x8 1.36x, 1.27x, 1.29x.
+MIN_CHANNEL_PAIRS = 64 * 64
+WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS = 64 * 128
 # Tiles (2x2 output blocks) per product: samples are grouped until they have this many
 # (a 32x32 map has 256, an 8x8 one 16); 256 ran faster than 1024 at every VGG layer.
 TILES = 256
 
-_BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype=np.float64)
-_AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=np.float64)
-# On tiles flattened row by row: vec(B^T d B) = (B^T (x) B^T) vec(d), and so on.
-_INPUT = np.kron(_BT, _BT)    # (16, 16): 4x4 input tile -> its transform
-_OUTPUT = np.kron(_AT, _AT)   # (4, 16): transformed product -> 2x2 outputs
-_FILTER = np.kron(_G, _G)     # (16, 9): 3x3 filter -> its transform
+# vec(G g G^T) = (G (x) G) vec(g) for a 3x3 g flattened row by row: every filter at once.
+_FILTER = np.kron(_G, _G)
 
 
-def applies(w_shape, stride, dilation, groups):
-    """Whether a correlation with filters of w_shape (O, C/G, KH, KW) goes through Winograd."""
+def applies(w_shape, stride, dilation, groups, weight_gradient=False):
+    """Whether a correlation with filters of w_shape (O, C/G, KH, KW), or its weight
+    gradient, goes through Winograd."""
     O, CG, KH, KW = w_shape
+    pairs = WEIGHT_GRADIENT_MIN_CHANNEL_PAIRS if weight_gradient else MIN_CHANNEL_PAIRS
     return ((KH, KW) == (3, 3) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1) and groups == 1
-            and O * CG >= MIN_CHANNEL_PAIRS)
+            and O * CG >= pairs)
 
 
 class _Tiles:
@@ -67,7 +67,12 @@ class _Tiles:
         self.batches = [slice(n, min(n + nb, N)) for n in range(0, N, nb)]
 
     def transformed_inputs(self, x):
-        """V = B^T d B of every tile d of x (samples, C, H, W): (16, C, samples*TH*TW)."""
+        """V = B^T d B of every tile d of x (samples, C, H, W): (16, C, samples*TH*TW), element
+        (i, j) of the transformed tiles at 4*i + j.
+
+        B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]] takes a tile's rows
+        (r0, r1, r2, r3) to (r0 - r2, r1 + r2, r2 - r1, r1 - r3), and then its columns alike.
+        """
         k, C, H, W = x.shape
         TH, TW = self.TH, self.TW
         if (H, W) != (2 * TH + 2, 2 * TW + 2):  # an odd output side: its last tiles read a row of zeros
@@ -75,34 +80,75 @@ class _Tiles:
             padded[:, :, :H, :W] = x
             x = padded
         sN, sC, sH, sW = x.strides
-        tiles = scratch("winograd_tiles", (16, C, k, TH, TW), x.dtype)
-        np.copyto(tiles.reshape(4, 4, C, k, TH, TW), as_strided(x, (4, 4, C, k, TH, TW), (sH, sW, sC, sN, 2 * sH, 2 * sW)))
-        V = scratch("winograd_v", (16, C, k * TH * TW), x.dtype)
-        np.matmul(_INPUT.astype(x.dtype), tiles.reshape(16, -1), out=V.reshape(16, -1))
-        return V
+        d = scratch("winograd_tiles", (4, 4, C * k * TH * TW), x.dtype)
+        np.copyto(d.reshape(4, 4, C, k, TH, TW), as_strided(x, (4, 4, C, k, TH, TW), (sH, sW, sC, sN, 2 * sH, 2 * sW)))
+        rows = scratch("winograd_rows", d.shape, x.dtype)
+        _input_transform(d, rows)
+        V = scratch("winograd_v", d.shape, x.dtype)
+        _input_transform(rows.transpose(1, 0, 2), V.transpose(1, 0, 2))
+        return V.reshape(16, C, -1)
 
     def transformed_gradients(self, dy):
-        """Z = A dY A^T of every 2x2 block dY of dy (samples, O, OH, OW): (16, O, samples*TH*TW)."""
+        """Z = A dY A^T of every 2x2 block dY of dy (samples, O, OH, OW): (16, O, samples*TH*TW).
+
+        A = [[1, 0], [1, 1], [1, -1], [0, -1]] takes a block's rows (r0, r1) to
+        (r0, r0 + r1, r0 - r1, -r1), and then its columns alike.
+        """
         k, O, OH, OW = dy.shape
         TH, TW = self.TH, self.TW
-        blocks = scratch("winograd_blocks", (4, O, k, TH, TW), dy.dtype, zero=(OH % 2 or OW % 2))
+        blocks = scratch("winograd_blocks", (2, 2, O, k, TH, TW), dy.dtype, zero=bool(OH % 2 or OW % 2))
         for a in range(2):
             for b in range(2):
                 block = dy[:, :, a::2, b::2]
-                blocks[2 * a + b, :, :, : block.shape[2], : block.shape[3]] = block.transpose(1, 0, 2, 3)
-        Z = scratch("winograd_z", (16, O, k * TH * TW), dy.dtype)
-        np.matmul(_OUTPUT.T.astype(dy.dtype), blocks.reshape(4, -1), out=Z.reshape(16, -1))
-        return Z
+                blocks[a, b, :, :, : block.shape[2], : block.shape[3]] = block.transpose(1, 0, 2, 3)
+        blocks = blocks.reshape(2, 2, -1)
+        rows = scratch("winograd_grad_rows", (4, 2, blocks.shape[2]), dy.dtype)
+        _gradient_transform(blocks, rows)
+        Z = scratch("winograd_z", (4, 4, blocks.shape[2]), dy.dtype)
+        _gradient_transform(rows.transpose(1, 0, 2), Z.transpose(1, 0, 2))
+        return Z.reshape(16, O, -1)
 
     def write_outputs(self, M, y):
-        """y (samples, O, OH, OW) = A^T m A of the products M (16, O, samples*TH*TW)."""
+        """y (samples, O, OH, OW) = A^T m A of the products M (16, O, samples*TH*TW).
+
+        A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] takes rows (m0, m1, m2, m3) to
+        (m0 + m1 + m2, m1 - m2 - m3), and then the columns alike.
+        """
         k, O = y.shape[:2]
-        Y = scratch("winograd_y", (4, O, k, self.TH, self.TW), M.dtype)
-        np.matmul(_OUTPUT.astype(M.dtype), M.reshape(16, -1), out=Y.reshape(4, -1))
+        M = M.reshape(4, 4, -1)
+        rows = scratch("winograd_out_rows", (2, 4, M.shape[2]), M.dtype)
+        _output_transform(M, rows)
+        Y = scratch("winograd_y", (2, 2, M.shape[2]), M.dtype)
+        _output_transform(rows.transpose(1, 0, 2), Y.transpose(1, 0, 2))
+        Y = Y.reshape(2, 2, O, k, self.TH, self.TW)
         for a in range(2):
             for b in range(2):
                 out = y[:, :, a::2, b::2]
-                out[...] = Y[2 * a + b, :, :, : out.shape[2], : out.shape[3]].transpose(1, 0, 2, 3)
+                out[...] = Y[a, b, :, :, : out.shape[2], : out.shape[3]].transpose(1, 0, 2, 3)
+
+
+def _input_transform(d, out):
+    """out[0..3] = B^T applied along d's first axis (d[0..3] a tile's four rows, or columns)."""
+    np.subtract(d[0], d[2], out=out[0])
+    np.add(d[1], d[2], out=out[1])
+    np.subtract(d[2], d[1], out=out[2])
+    np.subtract(d[1], d[3], out=out[3])
+
+
+def _gradient_transform(d, out):
+    """out[0..3] = A applied along d's first axis (d[0..1] a block's two rows, or columns)."""
+    np.copyto(out[0], d[0])
+    np.add(d[0], d[1], out=out[1])
+    np.subtract(d[0], d[1], out=out[2])
+    np.negative(d[1], out=out[3])
+
+
+def _output_transform(m, out):
+    """out[0..1] = A^T applied along m's first axis (m[0..3] four rows, or columns)."""
+    np.add(m[0], m[1], out=out[0])
+    out[0] += m[2]
+    np.subtract(m[1], m[2], out=out[1])
+    out[1] -= m[3]
 
 
 def correlate(x, w, b, out):

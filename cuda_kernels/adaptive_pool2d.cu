@@ -6,15 +6,38 @@
 // run gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the CPU
 // emulator. All loops are grid-stride.
 
+// n / d for n >= 0 and d > 0: in 32 bits whenever n fits, as every quotient here does but
+// for the largest arrays (an element index past 2^32, a product o*I of sides past 65536).
+// A division by a runtime value costs a GPU about twenty instructions in 32 bits, several
+// times that in 64, and each element needs a few: its (n*c, row, column) and its windows.
+__device__ __forceinline__ long long divide(long long n, int d)
+{
+    return n <= 0xffffffffLL ? (long long)((unsigned)n / (unsigned)d) : n / d;
+}
+
+// Flat index i = (nc*ROWS + row)*COLS + col, split.
+struct Position {
+    long long nc;
+    int row, col;
+
+    __device__ Position(long long i, int ROWS, int COLS)
+    {
+        const long long q = divide(i, COLS);
+        nc = divide(q, ROWS);
+        row = (int)(q - nc * ROWS);
+        col = (int)(i - q * COLS);
+    }
+};
+
 // The first and one-past-last input row of output row o (of O) over an axis of I rows.
 __device__ __forceinline__ int window_start(int o, int I, int O)
 {
-    return (int)((long long)o * I / O);
+    return (int)divide((long long)o * I, O);
 }
 
 __device__ __forceinline__ int window_end(int o, int I, int O)
 {
-    return (int)(((long long)(o + 1) * I + O - 1) / O);
+    return (int)divide((long long)(o + 1) * I + O - 1, O);
 }
 
 // The output rows whose windows hold input row i: start(o) <= i holds for o up to
@@ -22,12 +45,12 @@ __device__ __forceinline__ int window_end(int o, int I, int O)
 // covering rows are one range.
 __device__ __forceinline__ int first_covering(int i, int I, int O)
 {
-    return (int)((long long)i * O / I);
+    return (int)divide((long long)i * O, I);
 }
 
 __device__ __forceinline__ int last_covering(int i, int I, int O)
 {
-    return min((int)(((long long)(i + 1) * O - 1) / I), O - 1);
+    return min((int)divide((long long)(i + 1) * O - 1, I), O - 1);
 }
 
 template <typename T>
@@ -37,8 +60,9 @@ __global__ void __launch_bounds__(256) adaptive_avg_pool2d_forward(const T* __re
     const long long total = (long long)N * C * OH * OW;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
-        const int ow = (int)(i % OW), oh = (int)(i / OW % OH);
-        const long long nc = i / ((long long)OH * OW);
+        const Position at(i, OH, OW);
+        const long long nc = at.nc;
+        const int oh = at.row, ow = at.col;
         const int h0 = window_start(oh, H, OH), h1 = window_end(oh, H, OH);
         const int w0 = window_start(ow, W, OW), w1 = window_end(ow, W, OW);
         T sum = T(0);
@@ -60,8 +84,9 @@ __global__ void __launch_bounds__(256) adaptive_avg_pool2d_backward_gather(const
     const long long total = (long long)N * C * H * W;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
-        const int iw = (int)(i % W), ih = (int)(i / W % H);
-        const long long nc = i / ((long long)H * W);
+        const Position at(i, H, W);
+        const long long nc = at.nc;
+        const int ih = at.row, iw = at.col;
         const int oh_first = first_covering(ih, H, OH), oh_last = last_covering(ih, H, OH);
         const int ow_first = first_covering(iw, W, OW), ow_last = last_covering(iw, W, OW);
         T sum = T(0);

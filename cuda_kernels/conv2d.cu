@@ -250,70 +250,58 @@ struct PhaseFilter {
     __device__ T at(long long outer, long long inner) const { return w[outer + inner]; }
 };
 
-// Where element (m, c) of a phase's product goes: dx[n, c, first_h + i*SH, first_w + i2*SW]
-// for row m = (n, i, i2). Stepped from row to row, as in StoreRows.
+// The stores: where element (m, j) of C goes, out[row(m) + ...j...]. ALONG_ROWS says which
+// of C's axes is contiguous in memory, and so which way a warp stores (StagedTile): along
+// the rows m (consecutive output pixels of one channel) or along the columns j.
+
+// dx[n, c, first_h + i*SH, first_w + i2*SW] for row m = (n, i, i2) of a phase's product:
+// consecutive rows are a phase's neighbouring pixels of one channel, neighbours in dx at
+// stride 1.
 template <typename T>
 struct StorePhaseRows {
+    static constexpr bool ALONG_ROWS = true;
     T* dx;
     ConvGeometry g;
     StridePhase ph, pw;
 
-    struct Row {
-        long long offset;  // of dx[n, 0, first_h + i*SH, first_w + i2*SW]
-        int i, i2;
-    };
-    __device__ Row row(long long m) const
+    __device__ long long row(long long m) const  // the offset of dx[n, 0, first_h + i*SH, first_w + i2*SW]
     {
         const long long plane = (long long)ph.pixels * pw.pixels;
         const long long p = m % plane;
         const int i = (int)(p / pw.pixels), i2 = (int)(p % pw.pixels);
-        return {((m / plane) * g.C * g.H + ph.first + i * g.SH) * g.W + pw.first + i2 * g.SW, i, i2};
+        return ((m / plane) * g.C * g.H + ph.first + i * g.SH) * g.W + pw.first + i2 * g.SW;
     }
-    __device__ void next(Row& r) const
-    {
-        r.offset += g.SW;
-        if (++r.i2 == pw.pixels) {  // next row of the phase
-            r.i2 = 0;
-            r.offset += (long long)g.SH * g.W - (long long)pw.pixels * g.SW;
-            if (++r.i == ph.pixels) {  // next image: skip the other C - 1 planes of this one
-                r.i = 0;
-                r.offset += ((long long)g.C * g.H - (long long)ph.pixels * g.SH) * g.W;
-            }
-        }
-    }
-    __device__ void put(const Row& r, long long c, T v) const { dx[r.offset + c * g.H * g.W] = v; }
+    __device__ void put(long long row, long long c, T v) const { dx[row + c * g.H * g.W] = v; }
 };
 
-// Where element (m, j) of C goes: out[(n*J + j)*PLANE + p] for row m = n*PLANE + p, plus
-// bias[j] when there is a bias. That is an NCHW tensor of J channels with the channels as
-// columns (forward's y; a group's columns are some of its J channels), or with PLANE = 1 a
-// row-major (rows x J) matrix (the weight gradient).
-// A thread's TM rows are consecutive, so the first one's position is split once, before the
-// k loop, and stepped from row to row: a 64-bit division after the loop, with the
-// accumulators live, would cost both time and registers.
+// out[(n*J + j)*PLANE + p] for row m = n*PLANE + p, plus bias[j] when there is a bias: an NCHW
+// tensor of J channels with the channels as columns (forward's y; a group's columns are some
+// of its J channels), consecutive rows its neighbouring pixels of one channel.
 template <typename T>
 struct StoreRows {
+    static constexpr bool ALONG_ROWS = true;
     T* out;
     const T* bias;  // or nullptr
     long long PLANE, J;
 
-    struct Row {
-        long long offset, p;  // of element (m, 0), and m's p
-    };
-    __device__ Row row(long long m) const
+    __device__ long long row(long long m) const  // the offset of element (m, 0)
     {
         const long long p = m % PLANE;
-        return {(m - p) * J + p, p};
+        return (m - p) * J + p;
     }
-    __device__ void next(Row& r) const
-    {
-        ++r.offset;
-        if (++r.p == PLANE) {  // next image: skip the other J - 1 planes of this one
-            r.p = 0;
-            r.offset += (J - 1) * PLANE;
-        }
-    }
-    __device__ void put(const Row& r, long long j, T c) const { out[r.offset + j * PLANE] = bias ? c + bias[j] : c; }
+    __device__ void put(long long row, long long j, T c) const { out[row + j * PLANE] = bias ? c + bias[j] : c; }
+};
+
+// out[m*J + j]: a row-major matrix (the weight gradient's partial sums, rows o, columns
+// (c, ky, kx)), contiguous along its columns.
+template <typename T>
+struct StoreMatrix {
+    static constexpr bool ALONG_ROWS = false;
+    T* out;
+    long long J;
+
+    __device__ long long row(long long m) const { return m * J; }
+    __device__ void put(long long row, long long j, T c) const { out[row + j] = c; }
 };
 
 // Padding after each k row of a shared tile (tiles are stored k-major). It keeps every row
@@ -435,32 +423,94 @@ __device__ void for_each_slice(long long m0, long long M, long long j0, long lon
     }
 }
 
-// C (M x J) = A B over k in [k_begin, k_end), written through store (StoreRows).
-// blockIdx.x walks BM-row tiles and blockIdx.y BN-column tiles, both grid-stride; a block
-// has (BM/TM) x (BN/TN) threads, thread (tm, tn) owning rows tm*TM.. and columns tn*TN.. of
-// the tile.
+// The BM x BN tile of C on its way out, staged in shared memory so that a warp's global
+// stores are neighbours whatever pattern the threads computed it in: for a store along the
+// rows (Store::ALONG_ROWS) the tile is held column-major and consecutive threads take
+// consecutive rows of one column (32 neighbouring output pixels of one channel, one
+// 128-byte line in float32); otherwise row-major, consecutive threads along a row. Rows
+// are padded by 4 elements, as the TF32 path always padded them: wmma's ldm stays a
+// multiple of 16 bytes, and neighbouring rows start on different banks.
+template <typename T, int BM, int BN, bool ALONG_ROWS>
+struct StagedTile {
+    static constexpr int INNER = ALONG_ROWS ? BM : BN, OUTER = ALONG_ROWS ? BN : BM;
+    static constexpr int LD = INNER + 4, SIZE = OUTER * LD;
+    T* cs;
+
+    __device__ T& at(int r, int c) const { return ALONG_ROWS ? cs[c * LD + r] : cs[r * LD + c]; }
+
+    // Writes the staged tile, rows m0.. and columns j0.. of C, through store; every thread
+    // of the block calls it once the tile is staged. A thread keeps one position along the
+    // contiguous axis (so its row's offset, a 64-bit division in StoreRows, is found once)
+    // and steps along the other. The barriers: before, the tile is complete; after, every
+    // read of it is done before the block's next tile overwrites the same shared memory.
+    // The loops stay rolled: unrolled, ptxas hoisted their addresses and took up to 18 more
+    // registers (sm_90) than the k loop needs.
+    template <int THREADS, typename Store>
+    __device__ void write_out(const Store& store, long long m0, long long M, long long j0, long long J) const
+    {
+        static_assert(THREADS % INNER == 0, "each thread keeps one position along the contiguous axis");
+        const int inner = threadIdx.x % INNER;
+        __syncthreads();
+        if (ALONG_ROWS && m0 + inner < M) {
+            const long long row = store.row(m0 + inner);
+#pragma unroll 1
+            for (int c = threadIdx.x / INNER; c < BN && j0 + c < J; c += THREADS / INNER)
+                store.put(row, j0 + c, at(inner, c));
+        }
+        if (!ALONG_ROWS && j0 + inner < J) {
+#pragma unroll 1
+            for (int r = threadIdx.x / INNER; r < BM && m0 + r < M; r += THREADS / INNER)
+                store.put(store.row(m0 + r), j0 + inner, at(r, inner));
+        }
+        __syncthreads();
+    }
+};
+
+// A GEMM block's shared memory, one array: during the k loop the two buffers of A slices
+// and of B slices (for_each_slice, k-major), after it the staged tile (StagedTile), so that
+// staging costs no shared memory beyond the larger of the two (a float64 64 x 64 tile
+// staged apart from its slices would pass the 48 KiB of static shared memory). The k
+// loop's last barrier orders its reads of the slices before the tile's writes.
+template <typename T, int BM, int BN, int BK, bool ALONG_ROWS>
+struct GemmShared {
+    static constexpr int LDA = BM + shared_pad(BK), LDB = BN + shared_pad(BK);
+    using Tile = StagedTile<T, BM, BN, ALONG_ROWS>;
+    static constexpr int SLICES = 2 * BK * (LDA + LDB);
+    static constexpr int SIZE = SLICES > Tile::SIZE ? SLICES : Tile::SIZE;
+    static_assert(2 * BK * LDA * sizeof(T) % 32 == 0, "B's slices start 32-byte aligned, as A's");
+    T* p;
+
+    __device__ auto as() const { return reinterpret_cast<T (*)[BK][LDA]>(p); }
+    __device__ auto bs() const { return reinterpret_cast<T (*)[BK][LDB]>(p + 2 * BK * LDA); }
+    __device__ Tile tile() const { return {p}; }
+};
+
+// C (M x J) = A B over k in [k_begin, k_end), written through store (StoreRows,
+// StorePhaseRows or StoreMatrix). blockIdx.x walks BM-row tiles and blockIdx.y BN-column
+// tiles, both grid-stride; a block has (BM/TM) x (BN/TN) threads, thread (tm, tn) owning rows
+// tm*TM.. and columns tn*TN.. of the tile in registers, which it stages (StagedTile) for
+// the block to store.
 template <typename T, int BM, int BN, int BK, int TM, int TN, typename OperandA, typename OperandB, typename Store>
 __device__ void tiled_gemm(long long M, long long J, long long k_begin, long long k_end, const OperandA& a,
                            const OperandB& b, const Store& store)
 {
     constexpr int THREADS = (BM / TM) * (BN / TN);
-    __align__(16) __shared__ T As[2][BK][BM + shared_pad(BK)];
-    __align__(16) __shared__ T Bs[2][BK][BN + shared_pad(BK)];
-    // tm runs fastest, so a warp's stores of C run along m: along output pixels.
+    using Shared = GemmShared<T, BM, BN, BK, Store::ALONG_ROWS>;
+    __align__(32) __shared__ T shared[Shared::SIZE];
+    const Shared smem{shared};
     const int tm = threadIdx.x % (BM / TM), tn = threadIdx.x / (BM / TM);
     for (long long j0 = (long long)blockIdx.y * BN; j0 < J; j0 += (long long)gridDim.y * BN) {
         for (long long m0 = (long long)blockIdx.x * BM; m0 < M; m0 += (long long)gridDim.x * BM) {
-            typename Store::Row out = store.row(m0 + tm * TM);
             T acc[TM][TN] = {};
             for_each_slice<T, BM, BN, BK, THREADS>(
-                m0, M, j0, J, k_begin, k_end, a, b, As, Bs,
+                m0, M, j0, J, k_begin, k_end, a, b, smem.as(), smem.bs(),
                 [&](const T (*as)[BM + shared_pad(BK)], const T (*bs)[BN + shared_pad(BK)]) {
                     multiply_slice<T, BM, BN, BK, TM, TN>(as, bs, tm, tn, acc);
                 });
-            for (int i = 0; i < TM; ++i, store.next(out))
+            for (int i = 0; i < TM; ++i)
                 for (int j = 0; j < TN; ++j)
-                    if (m0 + tm * TM + i < M && j0 + tn * TN + j < J)
-                        store.put(out, j0 + tn * TN + j, acc[i][j]);
+                    smem.tile().at(tm * TM + i, tn * TN + j) = acc[i][j];
+            smem.tile().template write_out<THREADS>(store, m0, M, j0, J);
         }
     }
 }
@@ -470,9 +520,8 @@ __device__ void tiled_gemm(long long M, long long J, long long k_begin, long lon
 // shared buffers, one barrier per slice), k 8 at a time: one m16n16k8 step. Each warp owns a
 // WM x WN patch of the BM x BN tile, (WM/16) x (WN/16) accumulator fragments. A fragment's
 // operands are rounded to TF32 (cvt.rna: to nearest, ties away from zero) after loading;
-// products are exact and sums float32. The tile is staged through shared memory, column-
-// major, on its way out, so that a warp stores 32 consecutive rows m of one column: 32
-// neighbouring output pixels of forward's y, one 128-byte line.
+// products are exact and sums float32. The fragments are staged (StagedTile, in the slices'
+// shared memory, as tiled_gemm's registers are) and stored as tiled_gemm stores.
 // Shared k-major slices are exactly wmma's layouts: A (m, k) at As[k][m] is column-major
 // with ldm BM + pad, B (k, j) at Bs[k][j] row-major with ldm BN + pad; every fragment
 // pointer is 32-byte aligned because each such row is a multiple of 32 bytes long (static
@@ -523,14 +572,13 @@ __device__ void tiled_gemm_tf32(long long M, long long J, long long k_begin, lon
 #else
     using namespace nvcuda;
     constexpr int BK = TF32_K, THREADS = (BM / WM) * (BN / WN) * 32;
-    constexpr int LDA = BM + shared_pad(BK), LDB = BN + shared_pad(BK), LDC = BM + 4;
+    using Shared = GemmShared<float, BM, BN, BK, Store::ALONG_ROWS>;
+    constexpr int LDA = Shared::LDA, LDB = Shared::LDB, LDC = Shared::Tile::LD;
     static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 16 == 0, "whole fragments per warp");
     static_assert(LDA % 4 == 0 && LDB % 4 == 0 && LDC % 4 == 0 && BK * LDA % 8 == 0 && BK * LDB % 8 == 0,
                   "ldm a multiple of 16 bytes, fragment pointers (16 elements apart in a row) 32-byte aligned");
-    static_assert(THREADS % BM == 0, "each thread stores whole columns' worth of one row");
-    __align__(32) __shared__ float As[2][BK][LDA];
-    __align__(32) __shared__ float Bs[2][BK][LDB];
-    __align__(32) __shared__ float Cs[BN][LDC];  // the tile on its way out, column-major
+    __align__(32) __shared__ float shared[Shared::SIZE];
+    const Shared smem{shared};
     const int warp = threadIdx.x / 32, wm = warp % (BM / WM), wn = warp / (BM / WM);
     for (long long j0 = (long long)blockIdx.y * BN; j0 < J; j0 += (long long)gridDim.y * BN) {
         for (long long m0 = (long long)blockIdx.x * BM; m0 < M; m0 += (long long)gridDim.x * BM) {
@@ -539,23 +587,15 @@ __device__ void tiled_gemm_tf32(long long M, long long J, long long k_begin, lon
                 for (int j = 0; j < WN / 16; ++j)
                     wmma::fill_fragment(acc[i][j], 0.0f);
             for_each_slice<float, BM, BN, BK, THREADS>(
-                m0, M, j0, J, k_begin, k_end, a, b, As, Bs,
+                m0, M, j0, J, k_begin, k_end, a, b, smem.as(), smem.bs(),
                 [&](const float (*as)[LDA], const float (*bs)[LDB]) {
                     multiply_slice_tf32<BM, BN, WM, WN>(as, bs, wm, wn, acc);
                 });
             for (int i = 0; i < WM / 16; ++i)
                 for (int j = 0; j < WN / 16; ++j)
-                    wmma::store_matrix_sync(&Cs[wn * WN + j * 16][wm * WM + i * 16], acc[i][j], LDC,
-                                            wmma::mem_col_major);
-            __syncthreads();
-            // Thread t stores row t % BM, every (THREADS/BM)-th column: a warp, 32 neighbouring rows.
-            const int r = threadIdx.x % BM;
-            if (m0 + r < M) {
-                const typename Store::Row out = store.row(m0 + r);
-                for (int c = threadIdx.x / BM; c < BN && j0 + c < J; c += THREADS / BM)
-                    store.put(out, j0 + c, Cs[c][r]);
-            }
-            __syncthreads();  // Cs is refilled by the next tile
+                    wmma::store_matrix_sync(&smem.tile().at(wm * WM + i * 16, wn * WN + j * 16), acc[i][j], LDC,
+                                            Store::ALONG_ROWS ? wmma::mem_col_major : wmma::mem_row_major);
+            smem.tile().template write_out<THREADS>(store, m0, M, j0, J);
         }
     }
 #endif
@@ -719,7 +759,7 @@ __device__ void backward_weight_pass(const T* x, const T* dy, T* partials, const
         // dy[(n*O + o)*OH*OW + oh*OW + ow]
         const Strided<T> grad_out{dy + group * OG * OHW, OHW, O * OHW, g.pixels()};
         const PatchByTap<T> patch{x + (long long)group * CG * H * W, g};
-        const StoreRows<T> store{partial, nullptr, 1, taps};
+        const StoreMatrix<T> store{partial, taps};
         Gemm::run(OG, taps, k_begin, k_end, grad_out, patch, store);
     }
 }

@@ -5,9 +5,51 @@
 // 001-003). Both backwards are gathers, one thread per input element, summing over the
 // windows that cover it in a fixed order: overlapping windows need no atomics, and every run
 // gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the CPU
-// emulator. Forward runs one thread per output element; all loops are grid-stride, BLOCK
-// threads a block (declared with at least 1 block per SM: with the thread count alone,
-// ptxas capped the average-pooling gather's registers and spilled, as in conv2d.cu).
+// emulator. Forward runs one thread per output element; all loops are grid-stride
+// (for_each_element), BLOCK threads a block (declared with at least 1 block per SM: with the
+// thread count alone, ptxas capped the average-pooling gather's registers and spilled, as in
+// conv2d.cu).
+
+// Flat index i = (plane*ROWS + row)*COLS + col of an N*C x ROWS x COLS array, as its digits.
+struct Position {
+    long long plane;
+    int row, col;
+
+    // A 32-bit split: an integer division by a runtime value costs a GPU about twenty
+    // instructions in 32 bits, several times that in 64.
+    __device__ Position(unsigned i, unsigned ROWS, unsigned COLS)
+        : plane(i / COLS / ROWS), row((int)(i / COLS % ROWS)), col((int)(i % COLS))
+    {
+    }
+
+    // Adds step's digits (each below its radix: step.row < ROWS, step.col < COLS) with one
+    // conditional carry per digit, each test written against what is left below the radix:
+    // col + step.col may pass 2^31.
+    __device__ void advance(const Position& step, int ROWS, int COLS)
+    {
+        const bool col_carry = col >= COLS - step.col;
+        col += col_carry ? step.col - COLS : step.col;
+        const int rows = step.row + col_carry;  // at most ROWS
+        const bool row_carry = row >= ROWS - rows;
+        row += row_carry ? rows - ROWS : rows;
+        plane += step.plane + row_carry;
+    }
+};
+
+// body(i, plane, row, col) for every element i = (plane*ROWS + row)*COLS + col of an array of
+// `planes` ROWS x COLS planes, grid-stride. A thread splits its first i into digits once and
+// steps them by the grid's width: no division per element. The first i and the width are
+// below 2^32 (launch.py keeps gridDim.x * BLOCK there), so even that split is 32-bit; i
+// itself, and every offset, is 64-bit.
+template <typename Body>
+__device__ void for_each_element(long long planes, int ROWS, int COLS, const Body& body)
+{
+    const unsigned first = blockIdx.x * blockDim.x + threadIdx.x, width = gridDim.x * blockDim.x;
+    const Position step(width, ROWS, COLS);
+    Position at(first, ROWS, COLS);
+    for (long long i = first; at.plane < planes; i += width, at.advance(step, ROWS, COLS))
+        body(i, at.plane, at.row, at.col);
+}
 
 template <typename T>
 __device__ bool is_nan(T v)
@@ -70,11 +112,8 @@ max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int* __restrict__
                    int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
     const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
-    const long long total = (long long)N * C * OH * OW;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int ow = (int)(i % OW), oh = (int)(i / OW % OH);
-        const long long plane = i / ((long long)OH * OW) * H * W;
+    for_each_element((long long)N * C, OH, OW, [&](long long i, long long nc, int oh, int ow) {
+        const long long plane = nc * H * W;
         const Span r = g.rows(oh), c = g.cols(ow);
         T best = x[plane + (long long)r.begin * W + c.begin];
         int best_at = (r.begin - r.start) * KW + (c.begin - c.start);
@@ -89,7 +128,7 @@ max_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int* __restrict__
         }
         y[i] = best;
         argmax[i] = best_at;
-    }
+    });
 }
 
 // dx[n, c, ih, iw] sums dy over the covering windows whose argmax chose (ih, iw).
@@ -99,11 +138,7 @@ max_pool2d_backward_gather(const T* __restrict__ dy, const int* __restrict__ arg
                            int C, int H, int W, int KH, int KW, int SH, int SW, int PH, int PW, int OH, int OW)
 {
     const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
-    const long long total = (long long)N * C * H * W;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int iw = (int)(i % W), ih = (int)(i / W % H);
-        const long long nc = i / ((long long)H * W);
+    for_each_element((long long)N * C, H, W, [&](long long i, long long nc, int ih, int iw) {
         const Covering rows = g.covering_rows(ih), cols = g.covering_cols(iw);
         T sum = T(0);
         for (int oh = rows.first; oh <= rows.last; ++oh) {
@@ -114,7 +149,7 @@ max_pool2d_backward_gather(const T* __restrict__ dy, const int* __restrict__ arg
             }
         }
         dx[i] = sum;
-    }
+    });
 }
 
 // y[n, c, oh, ow] = the sum of the window's values inside x (padding adds zeros), in row
@@ -125,18 +160,15 @@ avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int N, int C, int
                    int SW, int PH, int PW, int OH, int OW, int count_include_pad)
 {
     const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
-    const long long total = (long long)N * C * OH * OW;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int ow = (int)(i % OW), oh = (int)(i / OW % OH);
-        const long long plane = i / ((long long)OH * OW) * H * W;
+    for_each_element((long long)N * C, OH, OW, [&](long long i, long long nc, int oh, int ow) {
+        const long long plane = nc * H * W;
         const Span r = g.rows(oh), c = g.cols(ow);
         T sum = T(0);
         for (int ih = r.begin; ih < r.end; ++ih)
             for (int iw = c.begin; iw < c.end; ++iw)
                 sum += x[plane + (long long)ih * W + iw];
         y[i] = sum / g.avg_divisor<T>(r, c, count_include_pad);
-    }
+    });
 }
 
 // dx[n, c, ih, iw] is the sum, over the covering windows, of dy divided by the window's divisor.
@@ -146,16 +178,12 @@ avg_pool2d_backward_gather(const T* __restrict__ dy, T* __restrict__ dx, int N, 
                            int SH, int SW, int PH, int PW, int OH, int OW, int count_include_pad)
 {
     const PoolGeometry g{N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW};
-    const long long total = (long long)N * C * H * W;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int iw = (int)(i % W), ih = (int)(i / W % H);
-        const long long nc = i / ((long long)H * W);
+    for_each_element((long long)N * C, H, W, [&](long long i, long long nc, int ih, int iw) {
         const Covering rows = g.covering_rows(ih), cols = g.covering_cols(iw);
         T sum = T(0);
         for (int oh = rows.first; oh <= rows.last; ++oh)
             for (int ow = cols.first; ow <= cols.last; ++ow)
                 sum += dy[(nc * OH + oh) * OW + ow] / g.avg_divisor<T>(g.rows(oh), g.cols(ow), count_include_pad);
         dx[i] = sum;
-    }
+    });
 }

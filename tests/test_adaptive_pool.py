@@ -70,15 +70,36 @@ def test_every_geometry_matches_the_definition(cuda_device, H, W, OH, OW):
     np.testing.assert_allclose(as_numpy(y), by_definition(x, (OH, OW)), rtol=1e-12, atol=1e-12)
     dy = np.random.default_rng(1).standard_normal(y.shape)
     dx = as_numpy(m.backward(to_device(dy, cuda_device)))
-    # the adjoint, element by element: dx[ih, iw] = sum of dy / size over the windows holding (ih, iw)
-    want = np.zeros_like(x)
+    want = adjoint_by_definition(dy, x.shape)  # the adjoint, element by element
+    np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cpu.adaptive_avg_pool2d_backward(dy, x.shape), want, rtol=1e-12, atol=1e-12)
+
+
+def adjoint_by_definition(dy, x_shape):
+    """dx[ih, iw] = the sum of dy / size over the windows holding (ih, iw)."""
+    H, W = x_shape[2:]
+    OH, OW = dy.shape[2:]
+    dx = np.zeros(x_shape)
     for oh in range(OH):
         for ow in range(OW):
             h0, h1 = oh * H // OH, -(-(oh + 1) * H // OH)
             w0, w1 = ow * W // OW, -(-(ow + 1) * W // OW)
-            want[:, :, h0:h1, w0:w1] += dy[:, :, oh:oh + 1, ow:ow + 1] / ((h1 - h0) * (w1 - w0))
-    np.testing.assert_allclose(dx, want, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(cpu.adaptive_avg_pool2d_backward(dy, x.shape), want, rtol=1e-12, atol=1e-12)
+            dx[:, :, h0:h1, w0:w1] += dy[:, :, oh:oh + 1, ow:ow + 1] / ((h1 - h0) * (w1 - w0))
+    return dx
+
+
+def test_window_bounds_past_32_bits(cuda_device):
+    """o*H reaches 2^32 (70000 rows to 65536): the kernels' window bounds take their 64-bit
+    division there, the 32-bit one below."""
+    H, OH = 70000, 65536
+    assert (OH - 1) * H >= 2**32 > 60000 * H
+    x = np.random.default_rng(3).standard_normal((1, 1, H, 1))
+    m = nn.AdaptiveAvgPool2d((OH, 1))
+    y = m(to_device(x, cuda_device))
+    np.testing.assert_allclose(as_numpy(y), by_definition(x, (OH, 1)), rtol=1e-12, atol=1e-12)
+    dy = np.random.default_rng(4).standard_normal(y.shape)
+    np.testing.assert_allclose(as_numpy(m.backward(to_device(dy, cuda_device))), adjoint_by_definition(dy, x.shape),
+                               rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

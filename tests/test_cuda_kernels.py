@@ -335,6 +335,22 @@ def test_grid_stride_loops_cover_work_beyond_the_grid(to_cuda, monkeypatch):
     check_pools(to_cuda, np.float64, shuffled((2, 3, 7, 6), np.float64), (3, 2), (2, 1))
 
 
+POOL_GRID_STRIDE_CASES = {  # x (N, C, H, W), kernel, stride: how one 256-thread block's step splits
+    "the step carries on every digit": ((3, 8, 11, 9), (3, 3), (2, 1)),  # y: 5x7, step (7, 1, 4); dx: (2, 6, 4)
+    "rows longer than the step": ((1, 2, 3, 600), (1, 2), (1, 1)),        # step (0, 0, 256)
+    "a column carry makes the row step a whole plane": ((2, 3, 4, 51), (2, 2), (1, 1)),  # y: 3x50, step (1, 2, 6)
+}
+
+
+@pytest.mark.parametrize("case", POOL_GRID_STRIDE_CASES.values(), ids=POOL_GRID_STRIDE_CASES.keys())
+def test_pool_kernels_step_their_positions_across_planes_rows_and_columns(to_cuda, monkeypatch, case):
+    # One block of 256 threads walks every element, each thread stepping its (plane, row,
+    # column) by 256 with carries (pool2d.cu's for_each_element) many times over.
+    monkeypatch.setattr(launch, "MAX_GRID", 1)
+    x_shape, kernel, stride = case
+    check_pools(to_cuda, np.float64, shuffled(x_shape, np.float64), kernel, stride)
+
+
 def test_empty_batch_needs_no_zero_size_grid(to_cuda):
     x, w = np.zeros((0, 3, 6, 6)), shuffled((4, 3, 3, 3), np.float64)
     y = cuda_ops.conv2d_forward(to_cuda(x), to_cuda(w), None, (1, 1), (1, 1))

@@ -15,6 +15,8 @@ ELEMENTWISE_BLOCK = 256
 MAX_GRID = 65535      # blocks per grid dimension; the grid-stride loops cover the rest
 BUSY_BLOCKS = 256     # about what keeps a large GPU busy: the weight gradient's chunking aims there
 MIN_CHUNK = 1024      # positions per weight-gradient chunk, at least: partial sums stay few
+# pool2d.cu's for_each_element splits a thread's first index, and the grid's width, in 32 bits.
+assert MAX_GRID * ELEMENTWISE_BLOCK < 2**32
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ REFRESH = "python scripts/kernel_resources.py --write"
 # its "Shared Memory" sections for 8.x (up to 164 KB on 8.0) and 9.0 (up to 228 KB), which also
 # say that 1 KB per block is reserved for system use.
 ARCHS = {
-    "sm_80": dict(gpu="A100", registers=65536, shared=164 * 1024, threads=2048, blocks=32),
-    "sm_90": dict(gpu="H100/H200", registers=65536, shared=228 * 1024, threads=2048, blocks=32),
+    "sm_80": dict(registers=65536, shared=164 * 1024, threads=2048, blocks=32),  # A100
+    "sm_90": dict(registers=65536, shared=228 * 1024, threads=2048, blocks=32),  # H100, H200
 }
 # The allocation rules of NVIDIA's occupancy calculator, cuda_occupancy.h (CUDA 13.0), for
 # compute capability 8.x and 9.x: registers are allocated per warp, rounded up to 256, from

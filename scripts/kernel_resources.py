@@ -136,6 +136,7 @@ def compile_all(folder, nvcc="nvcc", archs=tuple(ARCHS)):
     for filename, arch, keep, job in jobs:
         output = job.communicate()[0]
         ptx = "".join(p.read_text() for p in keep.glob("*.ptx"))
+        shutil.rmtree(keep)  # nvcc's intermediates: tens of MB per build
         builds.append(Build(filename, arch, job.returncode, output, ptx))
     return builds
 

@@ -6,6 +6,7 @@ imported here only, and only when a distributed run starts.
 import importlib.util
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -19,6 +20,8 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK
 # How many processes the launcher says it started (Hydra, Open MPI).
 LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 DEFAULT_TIMEOUT = 600.0
+# Seconds a failed rank waits, its error printed, before it aborts the job (World.abort).
+ABORT_GRACE = 1.0
 
 _world = None
 
@@ -103,9 +106,17 @@ class World:
         return self._nccl
 
     def abort(self, code=1):
-        """End every rank's process now: what a failed rank does so that no other waits for it."""
+        """End every rank's process now: what a failed rank does so that no other waits for it.
+
+        mpiexec passes a rank's output on through a pipe that it stops reading once the job is
+        aborted, so the lines a rank prints just before MPI_Abort can be lost (other projects
+        have met it too, e.g. chapel-lang/chapel#14464); on a loaded 2-core VM the error of
+        the failed rank went missing once in three runs. ABORT_GRACE seconds between the last
+        line and the abort let mpiexec pass it on.
+        """
         sys.stdout.flush()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE)
         self.MPI.COMM_WORLD.Abort(code)
 
     def silence_stdout_unless_root(self):

@@ -10,16 +10,25 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-# Multiply-adds per output position from which a product's tiles go to the threads.
+# Multiply-adds per output position from which a product is thick: alone, it goes to BLAS's
+# own threads (`on_tiles`), and conv.py may multiply it over a whole tile of samples at once
+# (`_per_sample`).
 PARALLEL_MACS = 1 << 12
 # Largest temporary kept from one call to the next (per thread, see `scratch`).
 SCRATCH_BYTES = 1 << 25
-# Bytes of float32 input per chunk of a memory-bound op (pooling, activations) that its
-# passes go over together (`chunks`): a core's L2 cache (1-2 MiB) holds a chunk and its
-# temporaries. Measured on one core: a 3x3/2 max pooling of 32x64x112x112 took 384 ms in
-# whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of 128x64x32x32: 30 and 20 ms),
-# where each pass ran from memory and faulted in fresh pages.
+# Bytes of float32 input per chunk of a memory-bound op (pooling, activations, depthwise
+# layers) that its passes go over together (`chunks`): a core's L2 cache (1-2 MiB) holds a
+# chunk and its temporaries. Measured on one core: a 3x3/2 max pooling of 32x64x112x112 took
+# 384 ms in whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of 128x64x32x32: 30 and
+# 20 ms), where each pass ran from memory and faulted in fresh pages. The chunks stay on the
+# calling thread: shared out over two (quiet machine, load 1.2-1.5) ReLU and LeNet's 2x2 max
+# pooling ran 0.7-0.9x as fast, the scatter of max pooling's backward 0.9x; only a 3x3
+# pooling's forward gained (1.35x).
 CHUNK_BYTES = 1 << 20
+# Multiply-adds per output position from which a product's tiles go to the threads. Measured
+# on two threads against one (quiet machine), LeNet's layers at batch 512: conv2 (2400 per
+# position) 1.32-1.44x faster in each pass, conv1's forward (150) 0.72x.
+THREAD_MACS = 1 << 10
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 _pool = None  # (threads, ThreadPoolExecutor), made on first use
@@ -75,24 +84,22 @@ def scratch(name, shape, dtype, zero=False):
 
 
 def on_tiles(work, tiles, macs_per_position):
-    """[work(tile) for tile in tiles], on `_threads` threads when the tiles are worth it.
+    """[work(tile) for tile in tiles], shared out over `_threads` threads when worth it.
 
-    A thin product (few multiply-adds per output position: LeNet's layers) leaves a tile
-    mostly copying memory, and two threads copying run no faster than one (measured on
-    a 2-CPU VM: 10-50% slower, and again no faster on 2026-12-02), so those tiles stay on
-    the calling thread. Meanwhile the threads keep the cores busy and BLAS runs
-    single-threaded: its threads on top of ours would fight for the same cores (and
-    OpenBLAS's spin while they wait), which made a convolution several times slower, not
-    faster. Thin tiles run with single-threaded BLAS too: their many small products each
+    The threads keep the cores busy and BLAS runs single-threaded inside each tile: its
+    threads on top of ours would fight for the same cores (and OpenBLAS's spin while they
+    wait), which made a convolution several times slower, not faster. Thin tiles (few
+    multiply-adds per output position: LeNet's layers) too: their many small products each
     woke BLAS's sleeping threads, which made LeNet's step at batch 512 on two threads 5x
     slower (968 against 184 ms) once idle threads sleep (OPENBLAS_THREAD_TIMEOUT=4, the
-    bench's setting). Only a single thick product is left to BLAS's own threads.
+    bench's setting). A tile with few multiply-adds per position is mostly copying memory,
+    which runs no faster on two threads than on one (THREAD_MACS): those stay on the calling
+    thread. Only a single thick product is left to BLAS's own threads.
     """
-    thick = macs_per_position >= PARALLEL_MACS
-    if thick and len(tiles) == 1:  # one large product: BLAS's own threads share it out
+    if macs_per_position >= PARALLEL_MACS and len(tiles) == 1:  # BLAS's own threads share it out
         return [work(tiles[0])]
     with single_threaded_blas():
-        if _threads == 1 or len(tiles) == 1 or not thick:
+        if _threads == 1 or len(tiles) == 1 or macs_per_position < THREAD_MACS:
             return [work(t) for t in tiles]
         return list(_executor().map(work, tiles))
 
@@ -103,23 +110,16 @@ def chunks(count, item_bytes):
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
 
 
-def on_chunks(work, slices):
-    """[work(s) for s in slices] for a memory-bound op's chunks, shared out over the threads:
-    each chunk stays in its core's cache, so two cores have twice the cache bandwidth."""
-    if _threads == 1 or len(slices) == 1:
-        return [work(s) for s in slices]
-    return list(_executor().map(work, slices))
-
-
 def elementwise(op, *arrays):
-    """op(*chunks, out=chunk of a new array like the first) chunk by chunk (`chunks`,
-    `on_chunks`); arrays of different shapes, or not C-contiguous, go whole."""
+    """op(*chunks, out=chunk of a new array like the first) chunk by chunk (`chunks`);
+    arrays of different shapes, or not C-contiguous, go whole."""
     out = np.empty(arrays[0].shape, arrays[0].dtype)
     if not all(a.flags.c_contiguous and a.shape == out.shape for a in arrays):
         op(*arrays, out=out)
         return out
     flat = [a.reshape(-1) for a in arrays + (out,)]
-    on_chunks(lambda s: op(*(a[s] for a in flat[:-1]), out=flat[-1][s]), chunks(out.size, 4))
+    for s in chunks(out.size, 4):
+        op(*(a[s] for a in flat[:-1]), out=flat[-1][s])
     return out
 
 

@@ -3,13 +3,12 @@ and PyTorch's ceil mode.
 
 Whole-array passes, one per offset in the window, over the input padded so that every
 window lies inside: the only Python loops run over the KH*KW offsets, and, for max pooling,
-over chunks of planes small enough for the passes to stay in a core's cache (`chunks`),
-shared out over the threads.
+over chunks of planes small enough for the passes to stay in a core's cache (`chunks`).
 """
 import numpy as np
 
 from ...checks import pool_output_size, pool_padding, pool_plane
-from ._common import chunks, on_chunks
+from ._common import chunks
 
 
 
@@ -94,7 +93,8 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False):
     y = np.empty((N, C) + layout.out, dtype=x.dtype)
     argmax = np.empty((N, C) + layout.out, dtype=np.int32)
     planes, y_planes, argmax_planes = (a.reshape((N * C, 1) + a.shape[2:]) for a in (x, y, argmax))
-    on_chunks(lambda s: _max_pool_planes(layout, planes[s], y_planes[s], argmax_planes[s]), chunks(N * C, 4 * H * W))
+    for s in chunks(N * C, 4 * H * W):
+        _max_pool_planes(layout, planes[s], y_planes[s], argmax_planes[s])
     return y, argmax
 
 
@@ -151,14 +151,11 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel, stride, padding=(0, 0), cei
     dx = np.zeros(x_shape, dtype=dy.dtype)
     dx_planes = dx.reshape(N * C, H * W)
     dy_planes, argmax_planes = dy.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW)
-
-    def scatter(s):
+    for s in chunks(N * C, 4 * H * W):
         target = np.take(at_offset, argmax_planes[s])
         target += corner.reshape(-1)
         target += (np.arange(s.stop - s.start, dtype=np.int64) * (H * W))[:, None]
         np.add.at(dx_planes[s].reshape(-1), target.reshape(-1), dy_planes[s].reshape(-1))
-
-    on_chunks(scatter, chunks(N * C, 4 * H * W))
     return dx
 
 

@@ -13,16 +13,18 @@ per 2x2 outputs and channel pair where im2col's product spends 36. The transform
 additions and subtractions of whole arrays, in two passes each (the rows' transform, then
 the columns'), over the tiles of a few samples at once, which stay in cache. On this VM's
 one core OpenBLAS runs im2col's products at 60-75 GFLOP/s where PyTorch's oneDNN
-convolutions reach 100-120; fewer multiply-adds close most of that gap on thick layers (`MIN_CHANNEL_PAIRS`).
+convolutions reach 100-120; fewer multiply-adds close most of that gap on thick layers
+(`MIN_CHANNEL_PAIRS`).
 
 Backward-data at stride 1 is the seeds' full convolution of dy with the filter turned by
 180 degrees: a valid correlation of the padded dy, which `correlate` evaluates as above.
 The weight gradient is the forward formula's adjoint: with V = B^T d B and Z = A dY A^T
 (dY a 2x2 block of dy), dL/dg = G^T [sum over tiles of Z * V] G, again 16 products.
 
-Rounding differs from the direct sum's: the transforms add up to four values (each a
-multiple of 1/2) before the products and after. In float32 the results stay as close to a
-float64 sum as im2col's (tests/test_conv_winograd.py).
+Rounding differs from the direct sum's: the transforms add and subtract up to four values
+before the products (B's entries are 0 and +-1) and after (A's too), and the filter's
+transform halves (G). In float32 the results stay about as close to a float64 sum as
+im2col's (tests/test_conv_winograd.py).
 """
 import numpy as np
 from numpy.lib.stride_tricks import as_strided

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything that needs a real GPU, in one command: the `gpu` tests (the emulator's parity
 # checks again on CuPy arrays, and GPU-vs-emulator bit equality), the bit-for-bit and TF32
-# checks with the convolution benchmark in both precisions, the benchmark against
-# PyTorch/cuDNN, a training run on device "cuda", data parallel through NCCL, and the
+# checks, the benchmark against PyTorch/cuDNN in both precisions, a training run on device
+# "cuda", data parallel through NCCL, and the
 # sanitizer's bug kernels under NVIDIA's compute-sanitizer. Results land in $OUT (default
 # runs/gpu-check) for the note and docs/benchmarks.md, one file per stage.
 #
@@ -54,19 +54,12 @@ record device $?
 python -m pytest -q -ra -m gpu 2>&1 | tee "$OUT/gpu-tests.txt"
 record gpu-tests $?
 
-# Our kernels on the GPU bit for bit against the emulator, and the TF32 path's checks; then the
-# convolution layers timed in strict float32 and in TF32 against PyTorch's two modes.
+# Our kernels on the GPU bit for bit against the emulator, and the TF32 path's checks.
 python -m pytest -q -ra tests/test_gpu_bits.py tests/test_conv_tf32.py 2>&1 | tee "$OUT/bits-tf32.txt"
 record bits-tf32 $?
-if python -m gpucnn.bench --help 2>/dev/null | grep -q -- --precision; then
-  python -m gpucnn.bench --device cuda --precision both --only conv,resnet.stem,resnet.1x1 \
-    --json "$OUT/bench-conv-precisions.json" 2>&1 | tee "$OUT/bench-conv-precisions.txt"
-  record bench-conv-precisions $?
-else
-  echo "gpucnn.bench has no --precision option: the TF32 comparison did not run" | tee "$OUT/bench-conv-precisions.txt"
-  record bench-conv-precisions 1
-fi
 
+# The bench on a GPU runs both precisions (strict float32 against PyTorch with TF32 off, TF32
+# against PyTorch's defaults): a table each, both in bench.json.
 python -m gpucnn.bench --device cuda --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.txt"
 record bench $?
 python -m gpucnn.train --device cuda --out "$OUT/train" 2>&1 | tee "$OUT/train.txt"

@@ -2,9 +2,9 @@
 # Everything that needs a real GPU, in one command: the `gpu` tests (the emulator's parity
 # checks again on CuPy arrays, and GPU-vs-emulator bit equality), the bit-for-bit and TF32
 # checks, the benchmark against PyTorch/cuDNN in both precisions, a training run on device
-# "cuda", data parallel through NCCL, and the
-# sanitizer's bug kernels under NVIDIA's compute-sanitizer. Results land in $OUT (default
-# runs/gpu-check) for the note and docs/benchmarks.md, one file per stage.
+# "cuda", data parallel through NCCL, and the sanitizer's bug kernels under NVIDIA's
+# compute-sanitizer. Results land in $OUT (default runs/gpu-check) for the note and
+# docs/benchmarks.md, one file per stage.
 #
 # Each stage runs whatever the others did: a missing mpiexec or compute-sanitizer fails its own
 # stage only. The end prints which stages passed (also in $OUT/summary.txt), and the exit status

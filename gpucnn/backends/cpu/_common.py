@@ -16,14 +16,14 @@ import numpy as np
 PARALLEL_MACS = 1 << 12
 # Largest temporary kept from one call to the next (per thread, see `scratch`).
 SCRATCH_BYTES = 1 << 25
-# Bytes of float32 input per chunk of a memory-bound op (pooling, activations, depthwise
-# layers) that its passes go over together (`chunks`): a core's L2 cache (1-2 MiB) holds a
-# chunk and its temporaries. Measured on one core: a 3x3/2 max pooling of 32x64x112x112 took
-# 384 ms in whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of 128x64x32x32: 30 and
-# 20 ms), where each pass ran from memory and faulted in fresh pages. The chunks stay on the
-# calling thread: shared out over two (quiet machine, load 1.2-1.5) ReLU and LeNet's 2x2 max
-# pooling ran 0.7-0.9x as fast, the scatter of max pooling's backward 0.9x; only a 3x3
-# pooling's forward gained (1.35x).
+# Bytes of float32 input per chunk of a memory-bound op (max pooling, depthwise layers) that
+# its passes go over together (`chunks`): a core's L2 cache (1-2 MiB) holds a chunk and its
+# temporaries. Measured on one core: a 3x3/2 max pooling of 32x64x112x112 took 384 ms in
+# whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of 128x64x32x32: 30 and 20 ms),
+# where each pass ran from memory and faulted in fresh pages; ReLU's one or two passes gained
+# nothing, and go whole. The chunks stay on the calling thread: shared out over two (quiet
+# machine, load 1.2-1.5), ReLU and LeNet's 2x2 max pooling ran 0.7-0.9x as fast, the scatter
+# of max pooling's backward 0.9x; only a 3x3 pooling's forward gained (1.35x).
 CHUNK_BYTES = 1 << 20
 # Multiply-adds per output position from which a product's tiles go to the threads. Measured
 # on two threads against one (quiet machine), LeNet's layers at batch 512: conv2 (2400 per
@@ -108,19 +108,6 @@ def chunks(count, item_bytes):
     """Slices of `count` items of `item_bytes` each (float32), about CHUNK_BYTES a slice."""
     step = max(1, CHUNK_BYTES // max(1, item_bytes))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
-
-
-def elementwise(op, *arrays):
-    """op(*chunks, out=chunk of a new array like the first) chunk by chunk (`chunks`);
-    arrays of different shapes, or not C-contiguous, go whole."""
-    out = np.empty(arrays[0].shape, arrays[0].dtype)
-    if not all(a.flags.c_contiguous and a.shape == out.shape for a in arrays):
-        op(*arrays, out=out)
-        return out
-    flat = [a.reshape(-1) for a in arrays + (out,)]
-    for s in chunks(out.size, 4):
-        op(*(a[s] for a in flat[:-1]), out=flat[-1][s])
-    return out
 
 
 def single_threaded_blas():

@@ -4,23 +4,18 @@ import math
 import numpy as np
 from numpy.polynomial import chebyshev
 
-from ._common import elementwise, finite
+from ._common import finite
 
 
 def relu_forward(x):
-    return elementwise(lambda x, out: np.maximum(x, 0, out=out), x)
+    return np.maximum(x, 0)
 
 
 def relu_backward(dy, y):
     """dy where y > 0, else 0."""
-    return elementwise(_relu_backward, dy, y)
-
-
-def _relu_backward(dy, y, out):
     if finite(dy):
-        np.multiply(dy, y > 0, out=out)
-    else:
-        np.copyto(out, np.where(y > 0, dy, 0))
+        return dy * (y > 0)
+    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
 
 
 def leaky_relu_forward(x, negative_slope):

@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 # Multiply-adds per output position from which a product is thick: alone, it goes to BLAS's
 # own threads (`on_tiles`), and conv.py may multiply it over a whole tile of samples at once
@@ -108,6 +109,14 @@ def chunks(count, item_bytes):
     """Slices of `count` items of `item_bytes` each (float32), about CHUNK_BYTES a slice."""
     step = max(1, CHUNK_BYTES // max(1, item_bytes))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
+def rows_of(a, rows, cols, width):
+    """Positions a (..., p) numbered p = row*width + column, as the view (..., rows, cols):
+    the outputs of the wide rows (`conv._Im2col`) that a tap's shift reaches in one run,
+    the width - cols positions past each row's end left out."""
+    step = a.strides[-1]
+    return as_strided(a, a.shape[:-1] + (rows, cols), a.strides[:-1] + (width * step, step))
 
 
 def single_threaded_blas():

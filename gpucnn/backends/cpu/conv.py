@@ -16,7 +16,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ...checks import output_size
 from . import depthwise, winograd
-from ._common import PARALLEL_MACS, on_tiles, scratch
+from ._common import PARALLEL_MACS, on_tiles, rows_of, scratch
 
 # Bytes of im2col matrix per tile: what one core's share of L2 and L3 cache holds well...
 TILE_BYTES = 1 << 21
@@ -118,9 +118,8 @@ class _Im2col:
         """The real outputs, (channels, samples, rows, columns), of a tile's product a
         (channels, samples, positions), as a view."""
         n, rows, cols = tile
-        shape = a.shape[:2] + (rows.stop - rows.start, cols.stop - cols.start)
-        s0, s1, s2 = a.strides
-        return as_strided(a, shape, (s0, s1, (self.R if self.wide else shape[3]) * s2, s2))
+        width = cols.stop - cols.start
+        return rows_of(a, rows.stop - rows.start, width, self.R if self.wide else width)
 
 
 def _per_sample(macs_per_position, positions):
@@ -314,8 +313,7 @@ def _correlate_by_taps(x, support, w, dilation, groups, out):
             lo, hi = max(0, start - shift), min(length, last - shift)
             if lo < hi:
                 wide[:, :, lo:hi] += taps[:, :, t, lo + shift - start : hi + shift - start]
-        s0, s1, s2 = wide.strides
-        out[n] = as_strided(wide, (k, O, OH, OW), (s0, s1, W * s2, s2))
+        out[n] = rows_of(wide, OH, OW, W)
 
     on_tiles(work, [slice(n, min(n + nb, N)) for n in range(0, N, nb)], w.size)
     return out

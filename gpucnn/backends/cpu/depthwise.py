@@ -17,9 +17,8 @@ of samples stay in cache (`chunks`).
 import itertools
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
-from ._common import chunks, scratch
+from ._common import chunks, rows_of, scratch
 
 
 def applies(w_shape, stride, groups):
@@ -50,7 +49,7 @@ class _Taps:
 
     def outputs(self, a):
         """The real outputs (..., OH, OW) of positions a (..., length), as a view."""
-        return as_strided(a, a.shape[:-1] + (self.OH, self.OW), a.strides[:-1] + (self.W * a.strides[-1], a.strides[-1]))
+        return rows_of(a, self.OH, self.OW, self.W)
 
 
 def correlate(x, w, b, dilation, out):

@@ -64,10 +64,10 @@ def correlate(x, w, b, dilation, out):
         xs = np.ascontiguousarray(x[n])
         acc = scratch("depthwise", (len(xs), C, m, taps.length), out.dtype)
         term = scratch("depthwise_term", acc.shape, out.dtype)
-        for ky, kx in taps:
+        for t, (ky, kx) in enumerate(taps):
             view = taps.view(xs, ky, kx)[:, :, None]  # each channel's m filters see it alone
-            np.multiply(view, w[None, :, :, ky, kx, None], out=acc if ky == kx == 0 else term)
-            if ky or kx:
+            np.multiply(view, w[None, :, :, ky, kx, None], out=term if t else acc)
+            if t:
                 acc += term
         if b is not None:
             acc += b.reshape(1, C, m, 1).astype(out.dtype, copy=False)

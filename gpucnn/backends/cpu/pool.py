@@ -11,7 +11,6 @@ from ...checks import pool_output_size, pool_padding, pool_plane
 from ._common import chunks
 
 
-
 def _strided_slot(kernel_offset, stride, out_size):
     """Slice of input positions that kernel offset k touches in each of the output windows."""
     return slice(kernel_offset, kernel_offset + stride * (out_size - 1) + 1, stride)

@@ -28,7 +28,7 @@ class ConvGeometry(namedtuple("ConvGeometry", "N C H W O KH KW OH OW SH SW PH PW
         return (self.N, self.O, self.OH, self.OW)
 
 
-def _tensor_cores(like):
+def tensor_cores(like):
     """Whether float32 products on like's device run in TF32: allowed by the precision
     setting, and a GPU of compute capability 8.0 or later (the emulator runs them anywhere)."""
     if like.dtype != np.float32 or not precision.tf32_allowed():
@@ -64,7 +64,7 @@ def conv2d_forward(x, w, b, stride, padding, dilation=(1, 1), groups=1):
     g = _conv_geometry("conv2d_forward", x.shape, w.shape, stride, padding, dilation, groups)
     _kernels.expect_shape("conv2d_forward", "bias", b, (g.O,))
     y = _kernels.empty(g.y_shape, x.dtype, like=x)
-    tf32 = _tensor_cores(x)
+    tf32 = tensor_cores(x)
     _kernels.launch_kernel(_gemm_kernel("conv2d_forward", tf32), launch.conv2d_forward(*g.y_shape, groups, tf32), x,
                            (xc, wc, bc, y) + _kernels.ints(*g))
     return y
@@ -75,7 +75,7 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), group
     g = _conv_geometry("conv2d_backward_data", x_shape, w.shape, stride, padding, dilation, groups)
     _kernels.expect_shape("conv2d_backward_data", "dy", dy, g.y_shape)
     dx = _kernels.empty(x_shape, dy.dtype, like=dy)
-    tf32 = _tensor_cores(dy)
+    tf32 = tensor_cores(dy)
     phases = launch.conv2d_backward_data(g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.G,
                                          tf32)
     if any(config is None for _, _, config in phases):  # pixels no launch writes: no tap reaches them
@@ -94,7 +94,7 @@ def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), gro
     dw = _kernels.empty(w_shape, x.dtype, like=x)
     chunk, chunks = launch.weight_gradient_chunks(*w_shape, g.N * g.OH * g.OW, groups)
     partials = dw if chunks == 1 else _kernels.empty((chunks,) + w_shape, x.dtype, like=x)
-    tf32 = _tensor_cores(x)
+    tf32 = tensor_cores(x)
     _kernels.launch_kernel(_gemm_kernel("conv2d_backward_weight", tf32),
                            launch.conv2d_backward_weight(*w_shape, chunks, groups, tf32), x,
                            (xc, dyc, partials) + _kernels.ints(*g) + (np.int64(chunk), np.int32(chunks)))

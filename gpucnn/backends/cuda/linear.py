@@ -19,11 +19,11 @@ there are no bits to emulate (unlike our convolution kernels, whose TF32 roundin
 emulator runs).
 """
 from ... import cuda
-from .conv import _tensor_cores
+from .conv import tensor_cores
 
 
 def matmul(a, b):
-    if isinstance(a, cuda.EmulatedDeviceArray) or not _tensor_cores(a):
+    if isinstance(a, cuda.EmulatedDeviceArray) or not tensor_cores(a):
         return a @ b
     from cupy._core import _routines_linalg as linalg
     before = linalg.get_compute_type(a.dtype)

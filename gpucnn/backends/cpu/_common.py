@@ -6,7 +6,7 @@ NumPy's copies and BLAS calls release the GIL, so work shared out over a few thr
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -17,22 +17,18 @@ from numpy.lib.stride_tricks import as_strided
 PARALLEL_MACS = 1 << 12
 # Largest temporary kept from one call to the next (per thread, see `scratch`).
 SCRATCH_BYTES = 1 << 25
-# Bytes of float32 input per chunk of a memory-bound op (max pooling, depthwise layers) that
-# its passes go over together (`chunks`): a core's L2 cache (1-2 MiB) holds a chunk and its
-# temporaries. Measured on one core: a 3x3/2 max pooling of 32x64x112x112 took 384 ms in
-# whole-array passes, 150 ms in 1 MiB chunks (VGG's 2x2 of 128x64x32x32: 30 and 20 ms),
-# where each pass ran from memory and faulted in fresh pages; ReLU's one or two passes gained
-# nothing, and go whole. The chunks stay on the calling thread: shared out over two (quiet
-# machine, load 1.2-1.5), ReLU and LeNet's 2x2 max pooling ran 0.7-0.9x as fast, the scatter
-# of max pooling's backward 0.9x; only a 3x3 pooling's forward gained (1.35x).
+# Bytes per chunk of a memory-bound op (max pooling, depthwise layers, ReLU): the passes of
+# a pooling go over a chunk together while a core's L2 cache (1-2 MiB) holds it and its
+# temporaries, and the chunks are what the threads share out. Measured on one core: a 3x3/2
+# max pooling of 32x64x112x112 took 384 ms in whole-array passes, 150 ms in 1 MiB chunks
+# (VGG's 2x2 of 128x64x32x32: 30 and 20 ms), where each pass ran from memory and faulted in
+# fresh pages. On two threads (`share_out`, LeNet at batch 512, interleaved with one thread's
+# chunks in one process), its first max pooling ran 1.2x faster forward, 1.25x backward, its
+# ReLU 1.2x and 1.35x.
 CHUNK_BYTES = 1 << 20
-# Multiply-adds per output position from which a product's tiles go to the threads. Measured
-# on two threads against one (quiet machine), LeNet's layers at batch 512: conv2 (2400 per
-# position) 1.32-1.44x faster in each pass, conv1's forward (150) 0.72x.
-THREAD_MACS = 1 << 10
 
 _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-_pool = None  # (threads, ThreadPoolExecutor), made on first use
+_pool = None  # (threads, ThreadPoolExecutor of the helpers), made on first use
 _blas = None  # threadpoolctl's handle on the BLAS libraries, made on first use
 _kept = threading.local()  # scratch buffers, by name
 
@@ -55,12 +51,13 @@ def set_num_threads(n):
 
 
 def _executor():
-    """The thread pool, made anew when the number of threads has changed."""
+    """The pool of helper threads (`_threads` - 1 of them: the calling thread is the other),
+    made anew when the number of threads has changed."""
     global _pool
     if _pool is None or _pool[0] != _threads:
         if _pool is not None:
             _pool[1].shutdown(wait=False)
-        _pool = (_threads, ThreadPoolExecutor(_threads, thread_name_prefix="gpucnn-cpu"))
+        _pool = (_threads, ThreadPoolExecutor(_threads - 1, thread_name_prefix="gpucnn-cpu"))
     return _pool[1]
 
 
@@ -84,8 +81,45 @@ def scratch(name, shape, dtype, zero=False):
     return out
 
 
+def share_out(work, items):
+    """[work(item) for item in items], the calling thread and `_threads` - 1 pool threads
+    each taking the next item until none is left.
+
+    The calling thread works too, from the start: a sleeping thread takes 0.3-0.5 ms to
+    wake on this VM (its idle vCPU halts), and LeNet's layers ran no faster on two threads
+    than on one (73 against 66 ms a step at batch 512) while the caller waited for the pool
+    to wake, do every item, and wake it again. Now the helpers join as they wake, and
+    the caller sleeps only for the last items in flight (55 ms).
+    """
+    if _threads == 1 or len(items) <= 1:
+        return [work(item) for item in items]
+    results = [None] * len(items)
+    order, lock, failed = iter(range(len(items))), threading.Lock(), []
+
+    def drain():
+        while not failed:
+            with lock:
+                i = next(order, None)
+            if i is None:
+                return
+            try:
+                results[i] = work(items[i])
+            except BaseException:
+                failed.append(i)  # the others stop taking items
+                raise
+
+    helpers = [_executor().submit(drain) for _ in range(min(_threads, len(items)) - 1)]
+    try:
+        drain()
+    finally:
+        wait(helpers)  # they write into the caller's arrays: never return while one runs
+    for h in helpers:
+        h.result()  # a helper's exception, raised here
+    return results
+
+
 def on_tiles(work, tiles, macs_per_position):
-    """[work(tile) for tile in tiles], shared out over `_threads` threads when worth it.
+    """[work(tile) for tile in tiles], shared out over `_threads` threads (`share_out`).
 
     The threads keep the cores busy and BLAS runs single-threaded inside each tile: its
     threads on top of ours would fight for the same cores (and OpenBLAS's spin while they
@@ -93,22 +127,27 @@ def on_tiles(work, tiles, macs_per_position):
     multiply-adds per output position: LeNet's layers) too: their many small products each
     woke BLAS's sleeping threads, which made LeNet's step at batch 512 on two threads 5x
     slower (968 against 184 ms) once idle threads sleep (OPENBLAS_THREAD_TIMEOUT=4, the
-    bench's setting). A tile with few multiply-adds per position is mostly copying memory,
-    which runs no faster on two threads than on one (THREAD_MACS): those stay on the calling
-    thread. Only a single thick product is left to BLAS's own threads.
+    bench's setting). Only a single thick product is left to BLAS's own threads.
     """
     if macs_per_position >= PARALLEL_MACS and len(tiles) == 1:  # BLAS's own threads share it out
         return [work(tiles[0])]
     with single_threaded_blas():
-        if _threads == 1 or len(tiles) == 1 or macs_per_position < THREAD_MACS:
-            return [work(t) for t in tiles]
-        return list(_executor().map(work, tiles))
+        return share_out(work, tiles)
 
 
 def chunks(count, item_bytes):
     """Slices of `count` items of `item_bytes` each (float32), about CHUNK_BYTES a slice."""
     step = max(1, CHUNK_BYTES // max(1, item_bytes))
     return [slice(i, min(i + step, count)) for i in range(0, count, step)]
+
+
+def elementwise(op, out, *arrays):
+    """op(*chunks, out=chunk of out) over the arrays (out's shape) taken flat, chunk by chunk
+    (`chunks`), shared out (`share_out`); returns out."""
+    flat = [np.ascontiguousarray(a).reshape(-1) for a in arrays]
+    target = out.reshape(-1)
+    share_out(lambda s: op(*(a[s] for a in flat), out=target[s]), chunks(target.size, target.itemsize))
+    return out
 
 
 def rows_of(a, rows, cols, width):
@@ -126,9 +165,3 @@ def single_threaded_blas():
         from threadpoolctl import ThreadpoolController  # finds the BLAS libraries: not at import
         _blas = ThreadpoolController().select(user_api="blas")
     return _blas.limit(limits=1)
-
-
-def finite(dy):
-    """Whether a multiply by a 0/1 mask selects exactly: np.where is many times slower
-    here, but a NaN or inf times 0 is NaN, where PyTorch (and our kernels) give 0."""
-    return bool(np.isfinite(dy).all())

@@ -4,18 +4,23 @@ import math
 import numpy as np
 from numpy.polynomial import chebyshev
 
-from ._common import finite
+from ._common import elementwise
 
 
 def relu_forward(x):
-    return np.maximum(x, 0)
+    return elementwise(lambda x, out: np.maximum(x, 0, out=out), np.empty(x.shape, x.dtype), x)
 
 
 def relu_backward(dy, y):
-    """dy where y > 0, else 0."""
-    if finite(dy):
-        return dy * (y > 0)
-    return np.where(y > 0, dy, 0).astype(dy.dtype, copy=False)
+    """dy where y > 0, else +0, as relu.cu's select: dy's bits anded with a mask of all ones
+    or all zeros, so that a NaN or inf of dy where y <= 0 gives 0 (a multiply by 0 would give NaN)."""
+    bits = np.dtype(f"i{dy.itemsize}")
+
+    def select(dy, y, out):
+        mask = np.negative(np.greater(y, 0).view(np.int8), dtype=bits)
+        np.bitwise_and(dy.view(bits), mask, out=out.view(bits))
+
+    return elementwise(select, np.empty(dy.shape, dy.dtype), dy, y)
 
 
 def leaky_relu_forward(x, negative_slope):

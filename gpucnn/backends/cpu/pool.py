@@ -8,7 +8,7 @@ over chunks of planes small enough for the passes to stay in a core's cache (`ch
 import numpy as np
 
 from ...checks import pool_output_size, pool_padding, pool_plane
-from ._common import chunks
+from ._common import chunks, share_out
 
 
 def _strided_slot(kernel_offset, stride, out_size):
@@ -92,8 +92,7 @@ def max_pool2d_forward(x, kernel, stride, padding=(0, 0), ceil_mode=False):
     y = np.empty((N, C) + layout.out, dtype=x.dtype)
     argmax = np.empty((N, C) + layout.out, dtype=np.int32)
     planes, y_planes, argmax_planes = (a.reshape((N * C, 1) + a.shape[2:]) for a in (x, y, argmax))
-    for s in chunks(N * C, 4 * H * W):
-        _max_pool_planes(layout, planes[s], y_planes[s], argmax_planes[s])
+    share_out(lambda s: _max_pool_planes(layout, planes[s], y_planes[s], argmax_planes[s]), chunks(N * C, 4 * H * W))
     return y, argmax
 
 
@@ -150,11 +149,14 @@ def max_pool2d_backward(dy, argmax, x_shape, kernel, stride, padding=(0, 0), cei
     dx = np.zeros(x_shape, dtype=dy.dtype)
     dx_planes = dx.reshape(N * C, H * W)
     dy_planes, argmax_planes = dy.reshape(N * C, OH * OW), argmax.reshape(N * C, OH * OW)
-    for s in chunks(N * C, 4 * H * W):
+
+    def scatter(s):
         target = np.take(at_offset, argmax_planes[s])
         target += corner.reshape(-1)
         target += (np.arange(s.stop - s.start, dtype=np.int64) * (H * W))[:, None]
         np.add.at(dx_planes[s].reshape(-1), target.reshape(-1), dy_planes[s].reshape(-1))
+
+    share_out(scatter, chunks(N * C, 4 * H * W))
     return dx
 
 

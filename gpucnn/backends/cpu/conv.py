@@ -23,7 +23,7 @@ TILE_BYTES = 1 << 21
 # ...unless that leaves fewer output positions than this, too few for an efficient product
 # (VGG's 256-channel 8x8 layer: 2304 rows, a tile of 227 positions ran 2-3x slower).
 TILE_POSITIONS = 1024
-# Backward-data goes tap by tap (`_correlate_by_taps`) where dx has fewer channels than dy,
+# Backward-data goes tap by tap (`_scatter_by_taps`) where dx has fewer channels than dy,
 # and at most this many: measured on one core, 2-3x faster for 1-6 channels (LeNet, the
 # ResNet stem, the audio layer), no faster at 64 (VGG's 64 -> 128), 25% slower at 128.
 TAPS_MAX_CHANNELS = 32
@@ -244,96 +244,92 @@ def conv2d_backward_data(dy, w, x_shape, stride, padding, dilation=(1, 1), group
         sub = np.ascontiguousarray(sub).reshape(C, O // groups, len(row.taps), len(col.taps))
         # Fewer dx channels than dy channels (a network's first layers): scattering the taps'
         # products moves less memory than gathering dy's windows (the ResNet stem's 3 from 64).
-        window, support = _dy_window(dy, row, col)
-        dilation = (row.dilation, col.dilation)
         if C < O and C <= TAPS_MAX_CHANNELS:
-            _correlate_by_taps(window, support, sub, dilation, groups, target)
+            _scatter_by_taps(dy, sub, row, col, groups, target)
         else:
-            _correlate(window, sub, None, (1, 1), dilation, groups, out=target)
+            _correlate(_dy_window(dy, row, col), sub, None, (1, 1), (row.dilation, col.dilation), groups, out=target)
     return dx
 
 
-def _correlate_by_taps(x, support, w, dilation, groups, out):
-    """`_correlate` at stride 1 without bias, of an x that is zero outside its `support`
-    (rows, columns), evaluated tap by tap: the products of the taps with every position of
-    the support, in one matmul per sample, then each tap's product shifted by its offset and
-    added up. The same sums as the im2col gather, which copies x's C*KH*KW rows per position
-    where this writes O*KH*KW: less when O < C.
+def _scatter_by_taps(dy, w, row, col, groups, out):
+    """One stride phase of `conv2d_backward_data`, dy-major: the products of the phase's
+    taps with every dy position, in one matmul per sample, each tap's product then added
+    onto the pixels that tap carries it to. The same sums as the phase's full correlation
+    (`_correlate` of the zero-bordered dy window), which gathers dy's C*KH*KW values per dx
+    pixel where this writes O*KH*KW per dy position, less when there are fewer dx channels
+    (C) than dy channels (O); and the border's zeros are never multiplied.
 
-    A filter row's KW taps can also go into the product together, against KW copies of x
-    shifted by one column each (a gather of C*KW rows): then there are KH products to shift
-    and add, not KH*KW. That moves less memory when C*KW + 2*O*KH < 2*O*KH*KW (LeNet's
-    6 channels from 16: 140 against 300 values per position), and is chosen then.
+    Along an axis, the phase's pixel i reads dy[i + offset + d*t] through tap t of the
+    rotated sub-filter w (n taps, dilation d): dy position a reaches pixel a - offset - d*t.
+    The sums are made on a frame, the phase's full output: frame index a + d*(n-1-t), so
+    that every shift is >= 0 and pixel i is frame index i + offset + d*(n-1). dy lies on
+    the frame's wide rows (RF = OW + d*(n-1) long, as `_Im2col`'s), position q = a*RF + b,
+    where a tap's shift is one offset and its add one long run per channel; the gaps past
+    each row's OW values are zeros, whose products add nothing where the shift carries them.
 
-    In backward-data x is dy inside the full convolution's zero border (and zero columns
-    between a phase's rows): only dy's own positions are multiplied, the terms of the
-    border dropped as the stride's inserted zeros are.
+    A row of taps can also go into the product together (fold = its n taps), against n
+    copies of dy shifted by one tap each (a gather of O*n rows): then there are n_rows
+    products to shift and add, not n_rows*n. That moves less memory when O*n + 2*C*n_rows <
+    2*C*n_rows*n (LeNet's 6 channels from 16: 140 against 300 values per position), and is
+    chosen then.
     """
-    N, _, H, W = x.shape
-    O, CG, KH, KW = w.shape
-    OH, OW = out.shape[2:]
-    dtype = np.result_type(x, w)
-    fold = KW if CG * KW + 2 * O * KH < 2 * O * KH * KW else 1  # taps of a row in one product
-    # per group (O/G * KH * KW/fold, C/G * fold): row (o, ky, kx // fold), column (c, kx % fold)
-    w_taps = w.reshape(groups, O // groups, CG, KH, KW // fold, fold).transpose(0, 1, 3, 4, 2, 5)
-    w_taps = np.ascontiguousarray(w_taps).reshape(groups, -1, CG * fold)
-    # On wide rows (see `_Im2col`) a position is one offset into the flattened image: the
-    # support is the run first .. last, and each tap's shift one offset, its add one long run
-    # per channel rather than OH runs of OW. With the row's taps folded in, the products
-    # start (fold - 1) columns earlier, where the row's later taps reach the support.
-    (top, bottom), (left, right) = support
-    first, last = top * W + left, (bottom - 1) * W + right
-    length = (OH - 1) * W + OW
-    if first >= last:  # no dy position reaches these pixels
-        out.fill(0)
-        return out
-    margin = (fold - 1) * dilation[1]
-    start, positions = first - margin, last - first + margin
-    nb = max(1, TILE_BYTES // (O * KH * (KW // fold) * positions * dtype.itemsize))
+    N, O, OH, OW = dy.shape
+    C, OG, NR, NC = w.shape  # dx channels, each one's group of dy channels, the phase's taps
+    (dr, dc), dtype = (row.dilation, col.dilation), np.result_type(dy, w)
+    fold = NC if O * NC + 2 * C * NR < 2 * C * NR * NC else 1  # a row's taps in one product
+    # per group (C/G * NR * NC/fold, O/G * fold): row (c, tap row, tap column // fold), column (o, tap column % fold)
+    w_taps = w.reshape(groups, C // groups, OG, NR, NC // fold, fold).transpose(0, 1, 3, 4, 2, 5)
+    w_taps = np.ascontiguousarray(w_taps, dtype).reshape(groups, -1, OG * fold)
+    RF, FH = OW + dc * (NC - 1), OH + dr * (NR - 1)  # the frame's wide rows
+    length, margin = OH * RF, dc * (fold - 1)
+    shifts = [dr * (NR - 1 - r) * RF + dc * (NC - (g + 1) * fold) for r in range(NR) for g in range(NC // fold)]
+    # The phase's pixels that the frame holds, per axis: (first pixel, end, frame index of the first).
+    spans = [(max(0, -base), max(0, min(p.count, size - base)), max(0, base))
+             for p, base, size in ((row, row.offset + dr * (NR - 1), FH), (col, col.offset + dc * (NC - 1), RF))]
+    (r0, r1, fr), (c0, c1, fc) = spans
+    nb = max(1, TILE_BYTES // (C * NR * (NC // fold) * length * dtype.itemsize))
 
     def work(n):
-        samples = x[n].reshape(-1, groups, CG, H * W)
-        k = len(samples)
+        k = len(dy[n])
+        # dy on the frame's rows, behind `margin` zeros: column tap j of a fold reads it j*dc later
+        ends = scratch("dy_rows", (k, O, margin + length), dtype, zero=True)
+        ends[:, :, margin:].reshape(k, O, OH, RF)[..., :OW] = dy[n]
         if fold == 1:
-            operand = samples[..., first:last]
-        else:  # rows (c, j): the support shifted j columns left, zeros past its ends
-            ends = scratch("support", (k, groups, CG, positions + margin), dtype, zero=True)
-            ends[..., margin : margin + last - first] = samples[..., first:last]
-            s = ends.strides
-            shifted = as_strided(ends, (k, groups, CG, fold, positions), s[:3] + (dilation[1] * s[3], s[3]))
-            operand = scratch("shifted", (k, groups, CG * fold, positions), dtype)
+            operand = ends.reshape(k, groups, OG, length)
+        else:
+            e = ends.strides
+            shifted = as_strided(ends, (k, groups, OG, fold, length), (e[0], OG * e[1], e[1], dc * e[2], e[2]))
+            operand = scratch("shifted", (k, groups, OG * fold, length), dtype)
             operand.reshape(shifted.shape)[...] = shifted
-        taps = scratch("taps", (k, groups, w_taps.shape[1], positions), dtype)
+        taps = scratch("taps", (k, groups, w_taps.shape[1], length), dtype)
         np.matmul(w_taps, operand, out=taps)
-        taps = taps.reshape(k, O, KH * (KW // fold), positions)
-        wide = scratch("wide", (k, O, length), dtype, zero=True)
-        for t, (ky, kx) in enumerate(itertools.product(range(KH), range(0, KW, fold))):
-            shift = ky * dilation[0] * W + kx * dilation[1]
-            # wide[p] takes taps[p + shift], where p + shift lies in the products' run
-            lo, hi = max(0, start - shift), min(length, last - shift)
-            if lo < hi:
-                wide[:, :, lo:hi] += taps[:, :, t, lo + shift - start : hi + shift - start]
-        out[n] = rows_of(wide, OH, OW, W)
+        taps = taps.reshape(k, C, len(shifts), length)
+        frame = scratch("frame", (k, C, FH * RF), dtype, zero=True)
+        for t, shift in enumerate(shifts):
+            end = min(length, FH * RF - shift)  # what falls past the frame is a last row's gap
+            frame[:, :, shift : shift + end] += taps[:, :, t, :end]
+        frame = frame.reshape(k, C, FH, RF)
+        out[n, :, r0:r1, c0:c1] = frame[:, :, fr : fr + r1 - r0, fc : fc + c1 - c0]
 
+    if (r0, c0) != (0, 0) or (r1, c1) != out.shape[2:]:  # pixels that no dy position reaches
+        out.fill(0)
     on_tiles(work, [slice(n, min(n + nb, N)) for n in range(0, N, nb)], w.size)
     return out
 
 
 def _dy_window(dy, row, col):
-    """The dy rows and columns that a phase's full convolution reads, zero past dy's edges,
-    and the part of them that is dy: ((first row, end), (first column, end))."""
+    """The dy rows and columns that a phase's full convolution reads, zero past dy's edges."""
     spans = [(p.offset, p.count + p.dilation * (len(p.taps) - 1)) for p in (row, col)]
     (top, height), (left, width) = spans
     N, O, OH, OW = dy.shape
-    support = ((max(0, -top), max(0, min(height, OH - top))), (max(0, -left), max(0, min(width, OW - left))))
     if top >= 0 and left >= 0 and top + height <= OH and left + width <= OW:
-        return dy[:, :, top : top + height, left : left + width], support
+        return dy[:, :, top : top + height, left : left + width]
     window = scratch("phase", (N, O, height, width), dy.dtype, zero=True)
     src = dy[:, :, max(0, top) : top + height, max(0, left) : left + width]
     dst = window[:, :, max(0, -top) :, max(0, -left) :]
     rows, cols = min(src.shape[2], dst.shape[2]), min(src.shape[3], dst.shape[3])
     dst[:, :, :rows, :cols] = src[:, :, :rows, :cols]
-    return window, support
+    return window
 
 
 def conv2d_backward_weight(x, dy, w_shape, stride, padding, dilation=(1, 1), groups=1):

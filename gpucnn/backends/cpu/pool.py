@@ -3,7 +3,8 @@ and PyTorch's ceil mode.
 
 Whole-array passes, one per offset in the window, over the input padded so that every
 window lies inside: the only Python loops run over the KH*KW offsets, and, for max pooling,
-over chunks of planes small enough for the passes to stay in a core's cache (`chunks`).
+over chunks of planes small enough for the passes to stay in a core's cache (`chunks`),
+which the threads share out (`share_out`).
 """
 import numpy as np
 
@@ -109,7 +110,9 @@ def _max_pool_planes(layout, x, y, argmax):
     # position inside x: -inf replaces nothing and nothing but NaN replaces -inf.
     y[...] = padded[next(offsets)[1]]
     argmax[...] = layout.first_inside() if layout.padding_needed else 0
-    nan = bool(np.isnan(x).any())  # the NaN test only where it can matter
+    # One reduction over x for each rare case, without temporaries: a NaN makes the maximum NaN,
+    # and -0.0's bits, read as an integer, are the smallest integer there is.
+    nan = bool(np.isnan(x.max()))  # the NaN test only where it can matter
     replace, step = np.empty(y.shape, dtype=bool), np.empty(y.shape, dtype=np.int32)
     for k, s in offsets:
         v = padded[s]
@@ -120,9 +123,10 @@ def _max_pool_planes(layout, x, y, argmax):
         step *= replace
         argmax += step
         np.maximum(y, v, out=y)
-    zero = y == 0
-    if zero.any() and (np.signbit(x) & (x == 0)).any():  # -0.0 and 0.0 tie: the picked one's sign
+    bits = np.dtype(f"i{x.itemsize}")
+    if x.view(bits).min() == np.iinfo(bits).min:  # a -0.0 may tie a 0.0: the picked one's sign
         (KH, KW), (SH, SW) = layout.kernel, layout.stride
+        zero = y == 0
         n, c, oh, ow = np.nonzero(zero)
         picked = argmax[zero]
         y[zero] = padded[n, c, oh * SH + picked // KW, ow * SW + picked % KW]

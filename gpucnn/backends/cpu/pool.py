@@ -109,20 +109,24 @@ def _max_pool_planes(layout, x, y, argmax):
     # Starting from the window's first offset, padding or not, picks as starting from its first
     # position inside x: -inf replaces nothing and nothing but NaN replaces -inf.
     y[...] = padded[next(offsets)[1]]
-    argmax[...] = layout.first_inside() if layout.padding_needed else 0
+    # The argmax counts in the narrowest integer that holds a window's offsets: a quarter of
+    # int32's memory traffic in its three passes per offset.
+    index = np.empty(y.shape, np.int8 if layout.kernel[0] * layout.kernel[1] <= 127 else np.int32)
+    index[...] = layout.first_inside() if layout.padding_needed else 0
     # One reduction over x for each rare case, without temporaries: a NaN makes the maximum NaN,
     # and -0.0's bits, read as an integer, are the smallest integer there is.
     nan = bool(np.isnan(x.max()))  # the NaN test only where it can matter
-    replace, step = np.empty(y.shape, dtype=bool), np.empty(y.shape, dtype=np.int32)
+    replace, step = np.empty(y.shape, dtype=bool), np.empty(y.shape, dtype=index.dtype)
     for k, s in offsets:
         v = padded[s]
         np.greater(v, y, out=replace)
         if nan:
             replace |= np.isnan(v)
-        np.subtract(k, argmax, out=step)
+        np.subtract(k, index, out=step, dtype=index.dtype)
         step *= replace
-        argmax += step
+        index += step
         np.maximum(y, v, out=y)
+    argmax[...] = index
     bits = np.dtype(f"i{x.itemsize}")
     if x.view(bits).min() == np.iinfo(bits).min:  # a -0.0 may tie a 0.0: the picked one's sign
         (KH, KW), (SH, SW) = layout.kernel, layout.stride

@@ -140,3 +140,30 @@ def test_threaded_relu_is_relu_cu_to_the_bit(monkeypatch, chunk_bytes):
         want_dx = np.where(y > 0, dy, dtype(0))  # relu.cu: y > 0 ? dy : 0
         assert dx.dtype == dtype
         np.testing.assert_array_equal(dx.view(f"i{dx.itemsize}"), want_dx.view(f"i{dx.itemsize}"))
+
+
+def test_threaded_batch_norm_is_the_one_block_op_to_the_bit(monkeypatch):
+    """BatchNorm's passes by blocks of samples, shared out over two threads, give the bits of
+    one block on one thread: each (sample, channel) row is summed alone, then the rows in order."""
+    from gpucnn.backends.cpu import batchnorm as cpu_batchnorm
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((9, 4, 30)) * 3 + 5).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    weight, bias = rng.standard_normal(4).astype(np.float32), rng.standard_normal(4).astype(np.float32)
+
+    def passes():
+        mean, var = cpu.batch_norm_statistics(x)
+        invstd = cpu.batch_norm_invstd(var, 1e-5)
+        y = cpu.batch_norm_forward(x, mean, invstd, weight, bias)
+        dweight, dbias = cpu.batch_norm_backward_reduce(dy, x, mean, invstd)
+        dx = cpu.batch_norm_backward_data(dy, x, mean, invstd, weight, dweight, dbias, True)
+        return mean, var, y, dweight, dbias, dx
+
+    monkeypatch.setattr(cpu_batchnorm, "BLOCK_BYTES", 1 << 40)
+    whole = passes()
+    monkeypatch.setattr(cpu_common, "_threads", 2)
+    monkeypatch.setattr(cpu_batchnorm, "SHARED_BYTES", 0)
+    for block_bytes in (1, 2 * x[:1].nbytes):  # one sample a block, or two
+        monkeypatch.setattr(cpu_batchnorm, "BLOCK_BYTES", block_bytes)
+        for name, got, want in zip(("mean", "var", "y", "dweight", "dbias", "dx"), passes(), whole):
+            np.testing.assert_array_equal(got, want, err_msg=name)

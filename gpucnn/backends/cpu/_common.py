@@ -34,14 +34,16 @@ _kept = threading.local()  # scratch buffers, by name
 
 
 def get_num_threads():
-    """How many threads share out a convolution's tiles (see set_num_threads)."""
+    """How many threads share out the NumPy path's work (see set_num_threads)."""
     return _threads
 
 
 def set_num_threads(n):
-    """How many threads share out a convolution's tiles, as torch.set_num_threads.
+    """How many threads share out the NumPy path's work, as torch.set_num_threads: the tiles
+    of a convolution, the chunks of max pooling, ReLU and depthwise layers, BatchNorm's
+    blocks (`share_out`). Results are the same bits on any number.
 
-    NumPy's copies and BLAS calls release the GIL, so tiles run truly in parallel. The
+    NumPy's copies and BLAS calls release the GIL, so they run truly in parallel. The
     default is the number of CPUs this process may run on.
     """
     global _threads

@@ -255,9 +255,9 @@ def _scatter_by_taps(dy, w, row, col, groups, out):
     """One stride phase of `conv2d_backward_data`, dy-major: the products of the phase's
     taps with every dy position, in one matmul per sample, each tap's product then added
     onto the pixels that tap carries it to. The same sums as the phase's full correlation
-    (`_correlate` of the zero-bordered dy window), which gathers dy's C*KH*KW values per dx
-    pixel where this writes O*KH*KW per dy position, less when there are fewer dx channels
-    (C) than dy channels (O); and the border's zeros are never multiplied.
+    (`_correlate` of the zero-bordered dy window), which gathers O*KH*KW dy values per dx
+    pixel where this writes C*KH*KW products per dy position: less when dx has fewer
+    channels (C) than dy (O). And the border's zeros are never multiplied.
 
     Along an axis, the phase's pixel i reads dy[i + offset + d*t] through tap t of the
     rotated sub-filter w (n taps, dilation d): dy position a reaches pixel a - offset - d*t.

@@ -167,3 +167,19 @@ def test_threaded_batch_norm_is_the_one_block_op_to_the_bit(monkeypatch):
         monkeypatch.setattr(cpu_batchnorm, "BLOCK_BYTES", block_bytes)
         for name, got, want in zip(("mean", "var", "y", "dweight", "dbias", "dx"), passes(), whole):
             np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_work_that_shares_out_again_runs_on_its_own_thread(monkeypatch):
+    """A work item that calls share_out itself (a layer inside a layer) finishes: its items
+    run on the thread that took it, not on a pool thread queued behind that one."""
+    monkeypatch.setattr(cpu_common, "_threads", 2)
+
+    def outer(i):
+        return cpu_common.share_out(lambda j: 10 * i + j, list(range(5)))
+
+    got = []
+    runner = threading.Thread(target=lambda: got.append(cpu_common.share_out(outer, list(range(6)))), daemon=True)
+    runner.start()
+    runner.join(timeout=30)
+    assert not runner.is_alive(), "share_out inside share_out deadlocked"
+    assert got == [[[10 * i + j for j in range(5)] for i in range(6)]]

@@ -31,6 +31,7 @@ _threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else
 _pool = None  # (threads, ThreadPoolExecutor of the helpers), made on first use
 _blas = None  # threadpoolctl's handle on the BLAS libraries, made on first use
 _kept = threading.local()  # scratch buffers, by name
+_sharing = threading.local()  # .on while this thread works on a share_out's items
 
 
 def get_num_threads():
@@ -92,23 +93,30 @@ def share_out(work, items):
     than on one (73 against 66 ms a step at batch 512) while the caller waited for the pool
     to wake, do every item, and wake it again. Now the helpers join as they wake, and
     the caller sleeps only for the last items in flight (55 ms).
+
+    An item's work that shares out again runs its items on its own thread: a pool thread
+    waiting for a helper queued behind itself would wait forever.
     """
-    if _threads == 1 or len(items) <= 1:
+    if _threads == 1 or len(items) <= 1 or getattr(_sharing, "on", False):
         return [work(item) for item in items]
     results = [None] * len(items)
     order, lock, failed = iter(range(len(items))), threading.Lock(), []
 
     def drain():
-        while not failed:
-            with lock:
-                i = next(order, None)
-            if i is None:
-                return
-            try:
-                results[i] = work(items[i])
-            except BaseException:
-                failed.append(i)  # the others stop taking items
-                raise
+        _sharing.on = True
+        try:
+            while not failed:
+                with lock:
+                    i = next(order, None)
+                if i is None:
+                    return
+                try:
+                    results[i] = work(items[i])
+                except BaseException:
+                    failed.append(i)  # the others stop taking items
+                    raise
+        finally:
+            _sharing.on = False
 
     helpers = [_executor().submit(drain) for _ in range(min(_threads, len(items)) - 1)]
     try:

@@ -11,17 +11,18 @@ from gpucnn.backends import cpu
 from gpucnn.backends.cpu import _common as cpu_common, conv as cpu_conv
 
 
-def _reference_conv(x, w, stride, padding):
-    """Direct sum over the kernel offsets, in float64: the definition, with no im2col."""
+def _reference_conv(x, w, stride, padding, groups):
+    """Direct sum over the kernel offsets, group by group, in float64: the definition, with no im2col."""
     (sh, sw), (ph, pw) = stride, padding
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    KH, KW = w.shape[2:]
+    (O, CG, KH, KW), OG = w.shape, w.shape[0] // groups
     OH, OW = (xp.shape[2] - KH) // sh + 1, (xp.shape[3] - KW) // sw + 1
-    y = np.zeros((x.shape[0], w.shape[0], OH, OW))
-    for ky in range(KH):
-        for kx in range(KW):
-            patch = xp[:, :, ky : ky + sh * (OH - 1) + 1 : sh, kx : kx + sw * (OW - 1) + 1 : sw]
-            y += np.einsum("nchw,oc->nohw", patch, w[:, :, ky, kx])
+    y = np.zeros((x.shape[0], O, OH, OW))
+    for g in range(groups):
+        for ky in range(KH):
+            for kx in range(KW):
+                patch = xp[:, g * CG : (g + 1) * CG, ky : ky + sh * (OH - 1) + 1 : sh, kx : kx + sw * (OW - 1) + 1 : sw]
+                y[:, g * OG : (g + 1) * OG] += np.einsum("nchw,oc->nohw", patch, w[g * OG : (g + 1) * OG, :, ky, kx])
     return y
 
 
@@ -32,21 +33,26 @@ def _reference_conv(x, w, stride, padding):
     ((2, 1, 7, 4), (2, 1, 2, 1), (2, 3), (0, 1)),     # stride > kernel: phases of backward-data that no tap reaches
     ((2, 2, 1, 40), (3, 2, 1, 7), (1, 4), (0, 3)),    # 1D, as Conv1d runs it
     ((2, 30, 4, 4), (40, 30, 3, 3), (1, 1), (1, 1)),  # stride 1 on exact positions: a small map, many taps
+    ((2, 4, 9, 10), (6, 2, 3, 2), (1, 1), (2, 1)),    # two groups, stride 1: folded gathers per group
 ])
-def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding):
-    """Every way the fast path splits the work (samples, positions, two threads) gives the same numbers."""
+@pytest.mark.parametrize("fold", [False, True], ids=["whole gather", "folded gather"])
+def test_tiled_threaded_convolution_is_the_definition(monkeypatch, tile_bytes, x_shape, w_shape, stride, padding, fold):
+    """Every way the fast path splits the work (samples, positions, two threads) and gathers
+    it (every tap, or one filter row's) gives the same numbers."""
+    monkeypatch.setattr(cpu_conv, "_folds", lambda *args, **kwargs: fold)
     monkeypatch.setattr(cpu_conv, "TILE_BYTES", tile_bytes)
     monkeypatch.setattr(cpu_conv, "TILE_POSITIONS", 1)
     monkeypatch.setattr(cpu_common, "_threads", 2)
     monkeypatch.setattr(cpu_common, "PARALLEL_MACS", 0)
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
-    y = cpu.conv2d_forward(x, w, None, stride, padding)
-    np.testing.assert_allclose(y, _reference_conv(x, w, stride, padding), rtol=1e-12, atol=1e-12)
+    options = (stride, padding, (1, 1), x_shape[1] // w_shape[1])
+    y = cpu.conv2d_forward(x, w, None, *options)
+    np.testing.assert_allclose(y, _reference_conv(x, w, stride, padding, options[-1]), rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(y.shape)
     # The adjoint identities <dy, conv(x)> = <dx, x> = <dw, w> pin both backward ops down.
-    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_data(dy, w, x.shape, stride, padding), x), np.vdot(dy, y), rtol=1e-12)
-    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_weight(x, dy, w.shape, stride, padding), w), np.vdot(dy, y), rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_data(dy, w, x.shape, *options), x), np.vdot(dy, y), rtol=1e-12)
+    np.testing.assert_allclose(np.vdot(cpu.conv2d_backward_weight(x, dy, w.shape, *options), w), np.vdot(dy, y), rtol=1e-12)
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 200, cpu_common.CHUNK_BYTES])

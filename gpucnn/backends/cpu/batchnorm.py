@@ -53,7 +53,6 @@ def _row_sums(a, out):
     """out (N, C) = the sums of an (N, C, S) array's rows."""
     N, C, S = a.shape
     out[...] = (a.reshape(N * C, S) @ np.ones(S, a.dtype)).reshape(N, C)
-    return out
 
 
 def _all_row_sums(a):

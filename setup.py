@@ -22,7 +22,8 @@ KERNEL_SOURCES = os.path.join(HERE, "cuda_kernels")
 
 
 def kernel_files(folder):
-    return sorted(glob.glob(os.path.join(folder, "*.cu")) + glob.glob(os.path.join(folder, "*.h")))
+    """The kernel files (*.cu) and the project headers they include (*.cuh)."""
+    return sorted(glob.glob(os.path.join(folder, "*.cu")) + glob.glob(os.path.join(folder, "*.cuh")))
 
 
 def copy_kernels(target):

@@ -1,58 +1,58 @@
 // LeakyReLU, Sigmoid, Tanh and GELU, forward and backward, elementwise with grid-stride
 // loops (ReLU has its own relu.cu). Each backward takes what its derivative is cheapest in:
 // the input for LeakyReLU and GELU, the output for Sigmoid (y (1 - y)) and Tanh (1 - y^2).
-// The formulas are torch's, so that results agree to rounding. No #include: the same text
-// compiles with NVRTC, nvcc and the CPU emulator.
+// The formulas are torch's, so that results agree to rounding.
 
-// Every multiply-add is an explicit fused one, rounded once (see conv2d.cu).
-__device__ __forceinline__ float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
-__device__ __forceinline__ double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
+#include "common.cuh"
 
 // x where x > 0, else x * negative_slope (false for NaN, which stays NaN either way).
 template <typename T>
-__global__ void __launch_bounds__(256) leaky_relu_forward(const T* __restrict__ x, T* __restrict__ y, long long n,
-                                                          T negative_slope)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+leaky_relu_forward(const T* __restrict__ x, T* __restrict__ y, long long n, T negative_slope)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         y[i] = x[i] > T(0) ? x[i] : x[i] * negative_slope;
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) leaky_relu_backward(const T* __restrict__ dy, const T* __restrict__ x,
-                                                           T* __restrict__ dx, long long n, T negative_slope)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+leaky_relu_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx, long long n,
+                    T negative_slope)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         dx[i] = x[i] > T(0) ? dy[i] : dy[i] * negative_slope;
 }
 
 // 1 / (1 + e^-x): e^-x overflows to infinity for very negative x, giving the limit 0.
 template <typename T>
-__global__ void __launch_bounds__(256) sigmoid_forward(const T* __restrict__ x, T* __restrict__ y, long long n)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+sigmoid_forward(const T* __restrict__ x, T* __restrict__ y, long long n)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         y[i] = T(1) / (T(1) + exp(-x[i]));
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) sigmoid_backward(const T* __restrict__ dy, const T* __restrict__ y,
-                                                        T* __restrict__ dx, long long n)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+sigmoid_backward(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, long long n)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         dx[i] = dy[i] * (T(1) - y[i]) * y[i];
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) tanh_forward(const T* __restrict__ x, T* __restrict__ y, long long n)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+tanh_forward(const T* __restrict__ x, T* __restrict__ y, long long n)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         y[i] = tanh(x[i]);
 }
 
 template <typename T>
-__global__ void __launch_bounds__(256) tanh_backward(const T* __restrict__ dy, const T* __restrict__ y,
-                                                     T* __restrict__ dx, long long n)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+tanh_backward(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx, long long n)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(i, n)
         dx[i] = dy[i] * fused_multiply_add(-y[i], y[i], T(1));
 }
 
@@ -71,10 +71,10 @@ __device__ __forceinline__ T gelu_tanh_inner(T x)
 
 // x Phi(x) = x/2 (1 + erf(x / sqrt 2)), or with approximate: x/2 (1 + tanh(inner(x))).
 template <typename T>
-__global__ void __launch_bounds__(256) gelu_forward(const T* __restrict__ x, T* __restrict__ y, long long n,
-                                                    int approximate)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+gelu_forward(const T* __restrict__ x, T* __restrict__ y, long long n, int approximate)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, n) {
         const T v = x[i];
         const T f = approximate ? tanh(gelu_tanh_inner(v)) : erf(v * T(GELU_SQRT1_2));
         y[i] = T(0.5) * v * (T(1) + f);
@@ -84,10 +84,10 @@ __global__ void __launch_bounds__(256) gelu_forward(const T* __restrict__ x, T* 
 // Exact: Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi). Tanh form: the product rule on
 // x/2 (1 + t), t = tanh(inner): (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 0.044715 x^2).
 template <typename T>
-__global__ void __launch_bounds__(256) gelu_backward(const T* __restrict__ dy, const T* __restrict__ x,
-                                                     T* __restrict__ dx, long long n, int approximate)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+gelu_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx, long long n, int approximate)
 {
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, n) {
         const T v = x[i];
         T slope;
         if (approximate) {

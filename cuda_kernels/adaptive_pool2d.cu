@@ -3,8 +3,16 @@
 // columns. Windows may differ in size and overlap (H = 5, OH = 3: rows 0-1, 1-3, 3-4).
 // Forward runs one thread per output element; backward is a gather, one thread per input
 // element summing over the windows that cover it in a fixed order: no atomics, and every
-// run gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the CPU
-// emulator. All loops are grid-stride.
+// run gives the same bits. All loops are grid-stride.
+
+#include "common.cuh"
+
+// divide's 64-bit case, out of line: it calls a division subroutine, and inlined at each of
+// a kernel's call sites it made ptxas spill the kernel's live values (sm_50-72).
+__device__ __noinline__ long long divide_wide(long long n, int d)
+{
+    return n / d;
+}
 
 // n / d for n >= 0 and d > 0: in 32 bits whenever n fits, as every quotient here does but
 // for the largest arrays (an element index past 2^32, a product o*I of sides past 65536).
@@ -12,7 +20,7 @@
 // times that in 64, and each element needs a few: its (n*c, row, column) and its windows.
 __device__ __forceinline__ long long divide(long long n, int d)
 {
-    return n <= 0xffffffffLL ? (long long)((unsigned)n / (unsigned)d) : n / d;
+    return n <= 0xffffffffLL ? (long long)((unsigned)n / (unsigned)d) : divide_wide(n, d);
 }
 
 // Flat index i = (nc*ROWS + row)*COLS + col, split.
@@ -53,13 +61,40 @@ __device__ __forceinline__ int last_covering(int i, int I, int O)
     return min((int)divide((long long)(i + 1) * O - 1, I), O - 1);
 }
 
+// The sizes of the windows of outputs o, o + 1, ... over an axis of I inputs (of O outputs),
+// with no division per window: o*I = start*O + rest is kept by adding I = step*O + step_rest.
+struct WindowSizes {
+    int start;  // floor(o*I / O): window o's first input
+    unsigned rest, O;
+    int step;
+    unsigned step_rest;
+
+    __device__ WindowSizes(int o, int I, int O_)
+        : start(window_start(o, I, O_)), rest((unsigned)((long long)o * I - (long long)start * O_)), O(O_),
+          step(I / O_), step_rest(I % O_)
+    {
+    }
+
+    // Window o's size, moving on to o + 1: end(o) = ceil((o+1)*I / O) = start(o+1) + (rest(o+1) > 0).
+    __device__ int next()
+    {
+        const int first = start;
+        start += step;
+        rest += step_rest;
+        if (rest >= O) {
+            rest -= O;
+            ++start;
+        }
+        return start + (rest != 0) - first;
+    }
+};
+
 template <typename T>
-__global__ void __launch_bounds__(256) adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y,
-                                                                   int N, int C, int H, int W, int OH, int OW)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+adaptive_avg_pool2d_forward(const T* __restrict__ x, T* __restrict__ y, int N, int C, int H, int W, int OH, int OW)
 {
     const long long total = (long long)N * C * OH * OW;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, total) {
         const Position at(i, OH, OW);
         const long long nc = at.nc;
         const int oh = at.row, ow = at.col;
@@ -77,25 +112,31 @@ __global__ void __launch_bounds__(256) adaptive_avg_pool2d_forward(const T* __re
 // window's size rows * cols: summed column of windows by column, dividing by rows inside and
 // by cols once per column (the order also keeps ptxas from spilling the double instance).
 template <typename T>
-__global__ void __launch_bounds__(256) adaptive_avg_pool2d_backward_gather(const T* __restrict__ dy,
-                                                                           T* __restrict__ dx, int N, int C,
-                                                                           int H, int W, int OH, int OW)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+adaptive_avg_pool2d_backward_gather(const T* __restrict__ dy, T* __restrict__ dx, int N, int C, int H, int W,
+                                    int OH, int OW)
 {
     const long long total = (long long)N * C * H * W;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, total) {
         const Position at(i, H, W);
         const long long nc = at.nc;
         const int ih = at.row, iw = at.col;
         const int oh_first = first_covering(ih, H, OH), oh_last = last_covering(ih, H, OH);
         const int ow_first = first_covering(iw, W, OW), ow_last = last_covering(iw, W, OW);
+        const WindowSizes first_rows(oh_first, H, OH);
+        WindowSizes cols(ow_first, W, OW);
         T sum = T(0);
         for (int ow = ow_first; ow <= ow_last; ++ow) {
-            const int cols = window_end(ow, W, OW) - window_start(ow, W, OW);
+            const int width = cols.next();
+            WindowSizes rows = first_rows;
             T column = T(0);
+            // Not unrolled: each window costs a call (the floating-point division's slow path),
+            // and unrolled copies keep more values live across the calls than ptxas holds in
+            // registers: it spilled them (sm_100, sm_120).
+#pragma unroll 1
             for (int oh = oh_first; oh <= oh_last; ++oh)
-                column += dy[(nc * OH + oh) * OW + ow] / T(window_end(oh, H, OH) - window_start(oh, H, OH));
-            sum += column / T(cols);
+                column += dy[(nc * OH + oh) * OW + ow] / T(rows.next());
+            sum += column / T(width);
         }
         dx[i] = sum;
     }

@@ -1,6 +1,5 @@
 // Batch normalization over arrays seen as (N, C, S): S = H*W for BatchNorm2d, L (or 1) for
-// BatchNorm1d, so channel c of sample n is the S contiguous values at (n*C + c)*S. No
-// #include: the same text compiles with NVRTC, nvcc and the CPU emulator.
+// BatchNorm1d, so channel c of sample n is the S contiguous values at (n*C + c)*S.
 //
 // The per-channel reductions (the mean and variance of forward, the two sums of backward)
 // run one block per channel. Thread t visits the channel's elements t, t + BLOCK, ... in
@@ -10,9 +9,7 @@
 // channel's M = N*S values and the tree adds them log2(BLOCK) deep, so rounding grows with
 // M / BLOCK + log2(BLOCK), not with M as one running sum would.
 
-// Every multiply-add is an explicit fused one, rounded once (see conv2d.cu).
-__device__ __forceinline__ float fused_multiply_add(float a, float b, float c) { return fmaf(a, b, c); }
-__device__ __forceinline__ double fused_multiply_add(double a, double b, double c) { return fma(a, b, c); }
+#include "common.cuh"
 
 // Channel c's element i (0 <= i < N*S) in an (N, C, S) array.
 __device__ __forceinline__ long long channel_element(long long i, int c, int C, int S)
@@ -66,6 +63,10 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_statistics(const T* __restri
         // exact for values within a factor 2 of the pivot, and its mean is small.
         const T pivot = M > 0 ? x[channel_element(0, c, C, S)] : T(0);
         Moments<T> own = {0, T(0), T(0)};
+        // Not unrolled: each element costs calls (channel_element's 64-bit division, the slow
+        // path of Welford's), and unrolled copies keep more values live across them than
+        // ptxas holds in registers: it spilled them to local memory (sm_50-62, sm_100).
+#pragma unroll 1
         for (long long i = t; i < M; i += BLOCK)
             own.add(x[channel_element(i, c, C, S)] - pivot);
         s_count[t] = own.count;
@@ -92,23 +93,23 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_statistics(const T* __restri
 
 // invstd[c] = 1 / sqrt(var[c] + eps), with IEEE square root and division (no rsqrt).
 template <typename T>
-__global__ void __launch_bounds__(256) batch_norm_invstd(const T* __restrict__ var, T* __restrict__ invstd, T eps,
-                                                         int C)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+batch_norm_invstd(const T* __restrict__ var, T* __restrict__ invstd, T eps, int C)
 {
-    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x)
+    GRID_STRIDE_LOOP(c, C)
         invstd[c] = T(1) / sqrt(var[c] + eps);
 }
 
 // The running statistics' moving average, in place: r = (1 - factor) r + factor b, where the
 // batch's variance enters unbiased (times M / (M - 1)) as in torch.nn.BatchNorm2d.
 template <typename T>
-__global__ void __launch_bounds__(256) batch_norm_update_running(const T* __restrict__ mean,
-                                                                 const T* __restrict__ var,
-                                                                 T* __restrict__ running_mean,
-                                                                 T* __restrict__ running_var, T factor,
-                                                                 long long M, int C)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+batch_norm_update_running(const T* __restrict__ mean, const T* __restrict__ var, T* __restrict__ running_mean,
+                          T* __restrict__ running_var, T factor, long long M, int C)
 {
     const T keep = T(1) - factor, unbias = T(M) / T(M - 1);
+    // A 32-bit index, as C is: with GRID_STRIDE_LOOP's 64-bit one, ptxas (CUDA 13.0, sm_90)
+    // spilled the double instance to local memory.
     for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < C; c += gridDim.x * blockDim.x) {
         running_mean[c] = fused_multiply_add(factor, mean[c], keep * running_mean[c]);
         running_var[c] = fused_multiply_add(factor, var[c] * unbias, keep * running_var[c]);
@@ -117,14 +118,12 @@ __global__ void __launch_bounds__(256) batch_norm_update_running(const T* __rest
 
 // y = (x - mean) * invstd * weight + bias, elementwise.
 template <typename T>
-__global__ void __launch_bounds__(256) batch_norm_forward(const T* __restrict__ x, const T* __restrict__ mean,
-                                                          const T* __restrict__ invstd, const T* __restrict__ weight,
-                                                          const T* __restrict__ bias, T* __restrict__ y, int N,
-                                                          int C, int S)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+batch_norm_forward(const T* __restrict__ x, const T* __restrict__ mean, const T* __restrict__ invstd,
+                   const T* __restrict__ weight, const T* __restrict__ bias, T* __restrict__ y, int N, int C, int S)
 {
     const long long total = (long long)N * C * S;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, total) {
         const int c = (int)(i / S % C);
         y[i] = fused_multiply_add((x[i] - mean[c]) * invstd[c], weight[c], bias[c]);
     }
@@ -147,6 +146,7 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_backward_reduce(const T* __r
     for (int c = blockIdx.x; c < C; c += gridDim.x) {
         const T mu = mean[c];
         T sum_dy = T(0), sum_dy_xmu = T(0);
+#pragma unroll 1  // as in batch_norm_statistics
         for (long long i = t; i < M; i += BLOCK) {
             const long long at = channel_element(i, c, C, S);
             sum_dy += dy[at];
@@ -175,18 +175,14 @@ __global__ void __launch_bounds__(BLOCK) batch_norm_backward_reduce(const T* __r
 //     dx = weight * invstd * (dy - dbias / M - xhat * dweight / M)
 // With running statistics they are constants: dx = weight * invstd * dy.
 template <typename T>
-__global__ void __launch_bounds__(256) batch_norm_backward_data(const T* __restrict__ dy, const T* __restrict__ x,
-                                                                const T* __restrict__ mean,
-                                                                const T* __restrict__ invstd,
-                                                                const T* __restrict__ weight,
-                                                                const T* __restrict__ dweight,
-                                                                const T* __restrict__ dbias, T* __restrict__ dx,
-                                                                int N, int C, int S, int batch_stats)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+batch_norm_backward_data(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ mean,
+                         const T* __restrict__ invstd, const T* __restrict__ weight, const T* __restrict__ dweight,
+                         const T* __restrict__ dbias, T* __restrict__ dx, int N, int C, int S, int batch_stats)
 {
     const long long total = (long long)N * C * S;
     const T M = T((long long)N * S);
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-         i += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(i, total) {
         const int c = (int)(i / S % C);
         T g = dy[i];
         if (batch_stats) {

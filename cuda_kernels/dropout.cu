@@ -6,7 +6,8 @@
 // is a pure function of (seed, call, i): the NumPy backend computes the same words, so both
 // devices draw the same mask, and backward recomputes it instead of storing it. The
 // comparison is on integers, so no float rounding can move an element across the threshold.
-// No #include: the same text compiles with NVRTC, nvcc and the CPU emulator.
+
+#include "common.cuh"
 
 // Philox4x32-10 (Salmon, Moraes, Dror, Shaw: "Parallel random numbers: as easy as 1, 2, 3",
 // SC 2011), as in Random123: ten rounds of two 32x32->64-bit products, the key bumped by
@@ -37,13 +38,12 @@ __device__ __forceinline__ Philox4x32 philox4x32_10(unsigned int c0, unsigned in
 // y = x * (keep ? scale : 0); forward and backward alike (backward passes dy as x). One
 // thread per group of four elements, which share one Philox block.
 template <typename T>
-__global__ void __launch_bounds__(256) dropout_apply(const T* __restrict__ x, T* __restrict__ y, long long n,
-                                                     unsigned long long seed, unsigned long long call,
-                                                     unsigned int threshold, T scale)
+__global__ void __launch_bounds__(ELEMENTWISE_BLOCK)
+dropout_apply(const T* __restrict__ x, T* __restrict__ y, long long n, unsigned long long seed,
+              unsigned long long call, unsigned int threshold, T scale)
 {
     const long long groups = (n + 3) / 4;
-    for (long long q = (long long)blockIdx.x * blockDim.x + threadIdx.x; q < groups;
-         q += (long long)gridDim.x * blockDim.x) {
+    GRID_STRIDE_LOOP(q, groups) {
         const Philox4x32 r = philox4x32_10((unsigned int)q, (unsigned int)((unsigned long long)q >> 32),
                                            (unsigned int)call, (unsigned int)(call >> 32), (unsigned int)seed,
                                            (unsigned int)(seed >> 32));

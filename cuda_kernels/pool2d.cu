@@ -4,8 +4,7 @@
 // position; average pooling splits the gradient evenly over the window's divisor (seeds
 // 001-003). Both backwards are gathers, one thread per input element, summing over the
 // windows that cover it in a fixed order: overlapping windows need no atomics, and every run
-// gives the same bits. No #include: the same text compiles with NVRTC, nvcc and the CPU
-// emulator. Forward runs one thread per output element; all loops are grid-stride
+// gives the same bits. Forward runs one thread per output element; all loops are grid-stride
 // (for_each_element), BLOCK threads a block (declared with at least 1 block per SM: with the
 // thread count alone, ptxas capped the average-pooling gather's registers and spilled, as in
 // conv2d.cu).

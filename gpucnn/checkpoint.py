@@ -31,6 +31,8 @@ import numpy as np
 import safetensors.numpy
 from safetensors import SafetensorError
 
+from .files import fsync_dir, write_atomic
+
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
 CHECKPOINTS = "checkpoints"
@@ -42,31 +44,6 @@ _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, truncated or not a gpucnn safetensors file."""
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path, data):
-    """Write bytes to path: a temporary file in the same folder, fsync, rename over path."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:  # a full or read-only disk: leave no half-written file behind
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(folder)
 
 
 def digest(tensors):
@@ -118,7 +95,7 @@ def save(run_dir, model, optimizer, epoch, rng, config, metrics=(), states=None)
     if os.path.exists(final):  # the same epoch saved twice by a caller; gpucnn.train never does
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_dir(root)
     for name in os.listdir(root):
         if (_EPOCH_DIR.fullmatch(name) or _UNFINISHED_DIR.fullmatch(name)) and name != os.path.basename(final):
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)

@@ -33,17 +33,27 @@ def load_trained(path, device):
 
 
 def predictions(model, x, config, batch_size, device, labels=None):
-    """Logits (NumPy, N x classes) of uint8 images, in batches; with labels also (mean loss, accuracy)."""
-    criterion = nn.CrossEntropyLoss()
+    """Logits (NumPy, N x classes) of uint8 images, in batches; with labels also (mean loss, accuracy).
+
+    Each batch's logits and loss stay on the device until the last batch is queued, and come
+    back in one transfer each: the host never waits for the GPU between batches. The labels
+    are checked once, here on the host, so the loss need not read them back per batch."""
+    classes = len(config["classes"])
+    if labels is not None and len(labels) and not 0 <= labels.min() <= labels.max() < classes:
+        bad = labels.min() if labels.min() < 0 else labels.max()
+        raise ValueError(f"evaluate: label {bad} is out of range for the model's {classes} classes "
+                         f"(expected 0 <= label < {classes})")
+    criterion = nn.CrossEntropyLoss(validate_args=False)
     logits, losses, sizes = [], [], []
     for idx in data.batch_indices(len(x), batch_size):
         xb = cuda.to_device(data.normalize(x[idx], config["max_value"], config["mean"], config["std"]), device)
         out = model(xb)
-        if labels is not None:  # each batch's loss stays on the device until the end
+        if labels is not None:
             losses.append(criterion(out, cuda.to_device(labels[idx], device)))
             sizes.append(len(idx))
-        logits.append(cuda.as_numpy(out))
-    logits = np.concatenate(logits) if logits else np.zeros((0, len(config["classes"])), np.float32)
+        logits.append(out)
+    logits = (cuda.as_numpy(cuda.get_array_module(*logits).concatenate(logits)) if logits
+              else np.zeros((0, classes), np.float32))
     if labels is None:
         return logits
     loss_sum = 0.0
@@ -67,9 +77,9 @@ def main(argv=None):
         # The test split only: evaluating needs no training files.
         x, y = data.load_split(config["dataset"], args.data_dir or config.get("data_dir"), "test")
         data.check_shape(x, config["in_shape"], f"the {config['dataset']} test images")
-    except (ValueError, OSError, RuntimeError) as e:
+        logits, loss, accuracy = predictions(model, x, config, args.batch_size, device, labels=y)
+    except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: cuda.DeviceSetupError too
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    logits, loss, accuracy = predictions(model, x, config, args.batch_size, device, labels=y)
     predicted = logits.argmax(axis=1)
     print(f"{config['dataset']} test split: {len(y)} images, accuracy {100 * accuracy:.2f}% "
           f"({int((predicted == y).sum())}/{len(y)}), loss {loss:.4f}")

@@ -64,9 +64,9 @@ def main(argv=None):
         device = cuda.check_device(args.device or cuda.default_device())
         model, config = load_trained(args.checkpoint, device)
         x = np.stack([load_image(path, config) for path in args.images])
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        logits = predictions(model, x, config, 256, device).astype(np.float64)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # RuntimeError: cuda.DeviceSetupError too
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    logits = predictions(model, x, config, 256, device).astype(np.float64)
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
     classes = config["classes"]

@@ -21,7 +21,7 @@ from contextlib import nullcontext
 import numpy as np
 from tqdm import tqdm
 
-from . import arch, checkpoint, cuda, data, distributed, nn, plots, recipe, runs
+from . import arch, checkpoint, cuda, data, distributed, files, nn, plots, recipe, runs
 from .distributed.evaluation import sharded_metrics
 from .evaluate import predictions
 from .nn.init import manual_seed
@@ -195,7 +195,7 @@ def write_metrics(path, rows):
     writer = csv.DictWriter(text, fieldnames=METRICS)
     writer.writeheader()
     writer.writerows(rows)
-    checkpoint.write_atomic(path, text.getvalue().encode())
+    files.write_atomic(path, text.getvalue().encode())
 
 
 def fresh_config(args):
@@ -373,7 +373,7 @@ def train(parser, args, device, world):
         return 0
     summary = summarize(out, rows, x_train, x_test, config, device)
     with runs.writing(out):
-        checkpoint.write_atomic(os.path.join(out, "metrics.json"),
+        files.write_atomic(os.path.join(out, "metrics.json"),
                                 (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
         drawn = [] if args.no_plots else save_plots(out, model, rows, x_test, y_test, config, device)
         runs.replace_earlier_run(out, [name for name in PLOTS if name not in drawn])  # stale: not of these weights
@@ -399,7 +399,7 @@ def main(argv=None):
         # A diverging run is reported once, as Diverged, not as NumPy's overflow warnings on the way.
         with holding, np.errstate(over="ignore", invalid="ignore"):
             return train(parser, args, device, world)
-    except runs.RunFolderError as e:
+    except (runs.RunFolderError, cuda.DeviceSetupError) as e:  # a kernel module NVRTC refuses: at its first launch
         parser.exit(2, f"{fail} {e}\n")
     except Diverged as e:
         kept = checkpoint.latest(args.out)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Everything that needs a real GPU, in one command: the `gpu` tests (the emulator's parity
-# checks again on CuPy arrays, and GPU-vs-emulator bit equality), the bit-for-bit and TF32
-# checks, the benchmark against PyTorch/cuDNN in both precisions, a training run on device
-# "cuda", data parallel through NCCL, and the sanitizer's bug kernels under NVIDIA's
-# compute-sanitizer. Results land in $OUT (default runs/gpu-check) for the note and
+# Everything that needs a real GPU, in one command: first `python -m gpucnn.doctor` (versions,
+# and every kernel family once on this GPU against NumPy), then the `gpu` tests (the
+# emulator's parity checks again on CuPy arrays, and GPU-vs-emulator bit equality), the
+# bit-for-bit and TF32 checks, the benchmark against PyTorch/cuDNN in both precisions, a
+# training run on device "cuda", data parallel through NCCL, and the sanitizer's bug kernels
+# under NVIDIA's compute-sanitizer. Results land in $OUT (default runs/gpu-check) for the note and
 # docs/benchmarks.md, one file per stage.
 #
 # Each stage runs whatever the others did: a missing mpiexec or compute-sanitizer fails its own
@@ -42,6 +43,11 @@ else
   python -m pip install --quiet -e ".[test]" 2>&1 | tee "$OUT/install.txt"
 fi
 record install $?
+
+# What a GPU user runs first: versions, and every kernel family on this GPU against NumPy.
+# --device cuda: a GPU that CuPy cannot use fails here, rather than passing on the emulator.
+python -m gpucnn.doctor --device cuda 2>&1 | tee "$OUT/doctor.txt"
+record doctor $?
 
 python - <<'EOF' 2>&1 | tee "$OUT/device.txt"
 import cupy, torch

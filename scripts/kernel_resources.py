@@ -1,26 +1,22 @@
-"""The resource tables of docs/kernels.md, generated from nvcc's own report: registers, shared
-memory and theoretical occupancy of every kernel instance the CUDA backend instantiates, for
-sm_80 and sm_90, with each kernel family's FLOP per byte against A100, H100 and H200.
+"""The resource tables of docs/kernels.md, generated from the builds users run: every kernel
+module compiled by the NVRTC of the pip wheels with CuPy's options (gpucnn.backends.cuda.nvrtc),
+for sm_80 and sm_90, read from ptxas's report: registers, shared memory and theoretical
+occupancy of every kernel instance the CUDA backend instantiates, with each kernel family's
+FLOP per byte against A100, H100 and H200.
 
     python scripts/kernel_resources.py            # print the generated block
     python scripts/kernel_resources.py --write    # rewrite it in docs/kernels.md
     python scripts/kernel_resources.py --check    # exit 1 if docs/kernels.md is out of date
 
-Needs nvcc on PATH. tests/test_cuda_kernels.py compiles through `compile_all` once for both its
-nvcc tests (the build must not spill, and this block must match docs/kernels.md).
+Needs the nvrtc extra (pip install -e '.[nvrtc]'); no GPU, driver or toolkit.
+tests/test_nvrtc_build.py checks that the block matches docs/kernels.md.
 """
 import argparse
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
-import gpucnn.backends.cuda as cuda_ops
-from gpucnn.backends.cuda import launch
+from gpucnn.backends.cuda import launch, nvrtc
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "kernels.md"
@@ -32,9 +28,11 @@ REFRESH = "python scripts/kernel_resources.py --write"
 # its "Shared Memory" sections for 8.x (up to 164 KB on 8.0) and 9.0 (up to 228 KB), which also
 # say that 1 KB per block is reserved for system use.
 ARCHS = {
-    "sm_80": dict(registers=65536, shared=164 * 1024, threads=2048, blocks=32),  # A100
-    "sm_90": dict(registers=65536, shared=228 * 1024, threads=2048, blocks=32),  # H100, H200
+    80: dict(registers=65536, shared=164 * 1024, threads=2048, blocks=32),  # A100
+    90: dict(registers=65536, shared=228 * 1024, threads=2048, blocks=32),  # H100, H200
 }
+# The tables' compiler: the NVRTC of cupy-cuda13x's CUDA (the cuda13 extra).
+NVRTC_MAJOR = 13
 # The allocation rules of NVIDIA's occupancy calculator, cuda_occupancy.h (CUDA 13.0), for
 # compute capability 8.x and 9.x: registers are allocated per warp, rounded up to 256, from
 # 4 sub-partitions of the register file; shared memory per block is its static size plus the
@@ -48,9 +46,9 @@ WARP = 32
 # (SXM4 80GB), H100 (SXM5) and H200 (SXM) data sheets. fp64 is the non-tensor DFMA rate, the
 # one our float64 kernels use.
 GPUS = {
-    "A100": dict(arch="sm_80", sms=108, fp32=19.5e12, fp64=9.7e12, tf32=156e12, bandwidth=2.039e12),
-    "H100": dict(arch="sm_90", sms=132, fp32=67e12, fp64=34e12, tf32=495e12, bandwidth=3.35e12),
-    "H200": dict(arch="sm_90", sms=132, fp32=67e12, fp64=34e12, tf32=495e12, bandwidth=4.8e12),
+    "A100": dict(arch=80, sms=108, fp32=19.5e12, fp64=9.7e12, tf32=156e12, bandwidth=2.039e12),
+    "H100": dict(arch=90, sms=132, fp32=67e12, fp64=34e12, tf32=495e12, bandwidth=3.35e12),
+    "H200": dict(arch=90, sms=132, fp32=67e12, fp64=34e12, tf32=495e12, bandwidth=4.8e12),
 }
 
 # The element-wise, pooling and reduction families: floating-point operations per element as
@@ -89,96 +87,15 @@ STREAMING = (
 MODEL = dict(N=128, C=64, O=64, H=32, W=32, K=3, gpu="H100")
 
 
-@dataclass
-class Build:
-    filename: str
-    arch: str
-    returncode: int
-    output: str  # nvcc's stdout and stderr: ptxas's --resource-usage lines, or the errors
-    ptx: str     # the PTX nvcc kept: each entry's .maxntid (its __launch_bounds__)
+def builds():
+    """Every kernel module built as the tables need it: NVRTC_MAJOR's NVRTC, each of ARCHS."""
+    return nvrtc.compile_modules(tuple(ARCHS), (NVRTC_MAJOR,))
 
 
-@dataclass
-class Resources:
-    registers: int
-    shared: int
-    stack: int
-    spills: int
-    barriers: int
-    threads: int
-
-
-def nvcc_version(nvcc="nvcc"):
-    """'release 13.0, V13.0.88' from `nvcc --version`."""
-    output = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=True).stdout
-    return re.search(r"release [^\n]*", output).group(0)
-
-
-def compile_all(folder, nvcc="nvcc", archs=tuple(ARCHS)):
-    """Compile every kernel file with every name expression instantiated, with the backend's
-    options, for each arch, all at once (one nvcc per file and arch: conv2d.cu's many instances
-    take a while); spills are errors. Returns the Builds in file-then-arch order."""
-    folder = Path(folder)
-    jobs = []
-    for filename in cuda_ops.KERNEL_FILES:
-        unit = folder / filename
-        instances = ", ".join(f"(void*)&{name}" for name in cuda_ops.name_expressions(filename))
-        unit.write_text(cuda_ops.kernel_source(filename) + f"\nvoid* instances[] = {{{instances}}};\n")
-        for arch in archs:
-            keep = folder / f"{unit.stem}.{arch}"
-            keep.mkdir()
-            command = [nvcc, *cuda_ops.KERNEL_OPTIONS, f"-arch={arch}", "--resource-usage", "-Xptxas",
-                       "-warn-spills,-Werror", "-keep", "-keep-dir", str(keep), "-c", str(unit),
-                       "-o", str(keep / f"{unit.stem}.o")]
-            jobs.append((filename, arch, keep, subprocess.Popen(command, stdout=subprocess.PIPE,
-                                                                stderr=subprocess.STDOUT, text=True)))
-    builds = []
-    for filename, arch, keep, job in jobs:
-        output = job.communicate()[0]
-        ptx = "".join(p.read_text() for p in keep.glob("*.ptx"))
-        shutil.rmtree(keep)  # nvcc's intermediates: tens of MB per build
-        builds.append(Build(filename, arch, job.returncode, output, ptx))
-    return builds
-
-
-def mangled(expression):
-    """The start of the Itanium-mangled name of a void kernel instance, up to its parameter
-    types: 'relu_forward<float>' -> '_Z12relu_forwardIfEv' (of '_Z12relu_forwardIfEvPKT_PS0_x').
-    Our kernels take only float, double and int template arguments."""
-    name, arguments = re.fullmatch(r"(\w+)<(.*)>", expression).groups()
-    codes = []
-    for argument in (a.strip() for a in arguments.split(",")):
-        if argument in ("float", "double"):
-            codes.append(argument[0])
-        elif re.fullmatch(r"-?\d+", argument):
-            codes.append(f"Li{argument.replace('-', 'n')}E")
-        else:
-            raise ValueError(f"kernel_resources: cannot mangle template argument {argument!r} of {expression}")
-    return f"_Z{len(name)}{name}I{''.join(codes)}Ev"
-
-
-def _number(pattern, text, default=None):
-    found = re.search(pattern, text)
-    if found is None and default is None:
-        raise ValueError(f"kernel_resources: no {pattern!r} in nvcc's report:\n{text}")
-    return int(found.group(1)) if found else default
-
-
-def resources(build):
-    """{mangled entry name: Resources} from one build's ptxas report and kept PTX."""
-    threads = {name: int(n) for name, n in re.findall(r"\.entry (\w+)\([^{]*?\.maxntid (\d+)", build.ptx, re.S)}
-    found = {}
-    chunks = re.split(r"Compiling entry function '(\w+)' for '\w+'", build.output)
-    for name, report in zip(chunks[1::2], chunks[2::2]):
-        found[name] = Resources(
-            registers=_number(r"Used (\d+) registers", report),
-            shared=_number(r"(\d+) bytes smem", report, 0),
-            stack=_number(r"(\d+) bytes stack frame", report),
-            spills=_number(r"(\d+) bytes spill stores", report) + _number(r"(\d+) bytes spill loads", report),
-            barriers=_number(r"used (\d+) barriers", report, 0),
-            threads=threads[name],
-        )
-    return found
+def compiler():
+    """The tables' compiler, as the generated block names it."""
+    wheel = nvrtc.WHEELS[NVRTC_MAJOR][0][0]
+    return f"NVRTC {nvrtc.version(NVRTC_MAJOR)}, wheel {wheel} {nvrtc.wheel_version(NVRTC_MAJOR)}"
 
 
 def occupancy(arch, r):
@@ -202,24 +119,16 @@ def occupancy(arch, r):
 
 
 def table(builds):
-    """{name expression: {arch: Resources}} for every instance, or a ValueError naming what nvcc
-    did not report."""
-    by_arch = {}
-    for build in builds:
-        if build.returncode != 0:
-            raise ValueError(f"kernel_resources: nvcc failed on {build.filename} ({build.arch}):\n{build.output}")
-        by_arch.setdefault(build.arch, {}).update(resources(build))
+    """{name expression: {arch: nvrtc.Entry}} for every instance, or a ValueError naming each
+    failed build, instance that did not lower and spill."""
+    problems = [p for build in builds for p in build.problems()]
+    if problems:
+        raise ValueError("kernel_resources: the builds are not clean:\n" + "\n".join(problems))
     rows = {}
-    for filename in cuda_ops.KERNEL_FILES:
-        for expression in cuda_ops.name_expressions(filename):
-            prefix = mangled(expression)
-            rows[expression] = {}
-            for arch, entries in by_arch.items():
-                found = [r for name, r in entries.items() if name.startswith(prefix)]
-                if len(found) != 1:
-                    raise ValueError(f"kernel_resources: nvcc reported {len(found)} entries {prefix}... "
-                                     f"for {expression} ({arch}), not 1")
-                rows[expression][arch] = found[0]
+    for build in builds:
+        entries = build.entries()
+        for expression in build.name_expressions:
+            rows.setdefault(expression, {})[build.arch] = entries[build.lowered[expression]]
     return rows
 
 
@@ -238,7 +147,7 @@ def _balances(precision):
 def resource_lines(rows):
     archs = list(ARCHS)
     head = "| instance | threads | shared memory |" + "".join(
-        f" {a} registers | {a} blocks/SM (limit) | {a} occupancy |" for a in archs)
+        f" sm_{a} registers | sm_{a} blocks/SM (limit) | sm_{a} occupancy |" for a in archs)
     lines = [head, "|---" * (3 + 3 * len(archs)) + "|"]
     for expression, per_arch in rows.items():
         first = per_arch[archs[0]]
@@ -248,9 +157,10 @@ def resource_lines(rows):
             blocks, limiter, occ = occupancy(arch, per_arch[arch])
             cells += [str(per_arch[arch].registers), f"{blocks} ({limiter})", _percent(occ)]
         lines.append("| " + " | ".join(cells) + " |")
-    frames = sorted({f"`{e}` ({a}: {r.stack} B stack, {r.spills} B spilled)" for e, p in rows.items()
-                     for a, r in p.items() if r.stack or r.spills})
-    lines += ["", "Stack frames and spills: " + ("; ".join(frames) if frames else "none, in any instance.")]
+    frames = sorted({f"`{e}` (sm_{a}: {r.stack} B stack)" for e, p in rows.items() for a, r in p.items()
+                     if r.stack})
+    lines += ["", "Stack frames: " + ("; ".join(frames) if frames else "none, in any instance.")
+              + " Spills: none (the builds are refused with any)."]
     return lines
 
 
@@ -339,14 +249,16 @@ def _prose(text):
 
 
 def block(builds, version):
+    """The generated block, from builds (`builds()`) by the compiler `version` (`compiler()`)."""
     rows = table(builds)
     model_text, model_table = model_lines(rows)
     return "\n".join([
         BEGIN,
-        f"<!-- Generated by `{REFRESH}` from nvcc {version}; do not edit by hand. -->",
+        f"<!-- Generated by `{REFRESH}` from {version}; do not edit by hand. -->",
         "",
-        _prose(f"**Resources per instance** (nvcc {version}, `--resource-usage`, the backend's "
-        f"`KERNEL_OPTIONS`; threads per block: the kernel's `__launch_bounds__`, which its launches "
+        _prose(f"**Resources per instance** ({version}, the compile a user's CuPy runs: the "
+        "backend's `KERNEL_OPTIONS` with CuPy's own options and include path, "
+        "`--ptxas-options=-v`; threads per block: the kernel's `__launch_bounds__`, which its launches "
         "use). Blocks per SM and occupancy are theoretical, computed by the rules of CUDA's "
         "occupancy calculator (`cuda_occupancy.h`): registers per warp rounded up to 256, from four "
         "sub-partitions of 16384; shared memory per block plus the 1 KiB the driver reserves, "
@@ -391,11 +303,11 @@ def main(argv=None):
     parser.add_argument("--write", action="store_true", help=f"rewrite the block in {DOC.relative_to(ROOT)}")
     parser.add_argument("--check", action="store_true", help="exit 1 if the block is out of date")
     args = parser.parse_args(argv)
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        parser.error("nvcc is not on PATH")
-    with tempfile.TemporaryDirectory() as folder:
-        new_block = block(compile_all(folder, nvcc), nvcc_version(nvcc))
+    try:
+        new_block = block(builds(), compiler())
+    except (nvrtc.NvrtcUnavailable, ValueError) as e:
+        print(e, file=sys.stderr)
+        return 1
     if not (args.write or args.check):
         print(new_block)
         return 0

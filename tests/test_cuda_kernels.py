@@ -4,10 +4,7 @@ Each parity test runs twice: on the CPU emulator (GPUCNN_CUDA_EMULATOR=1), alway
 a real GPU through CuPy (`gpu` marker), skipped where there is none. Inputs are shuffled
 linspaces, so max pooling has no ties except where a test makes them on purpose.
 """
-import importlib.util
 import re
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,8 +12,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import gpucnn.backends.cuda as cuda_ops
 from gpucnn.backends.cuda import _kernels, launch
-from gpucnn import checks, cuda, nn, optim
+from gpucnn import cuda, nn, optim
 from gpucnn.backends import cpu, ops_for
+from gpucnn.backends.families import conv_output_shape, shuffled
 from gpucnn.emulator import build
 
 # The cuda_device fixture only sets an environment variable: sharing it across examples is safe.
@@ -30,23 +28,10 @@ def to_cuda(cuda_device):
     return lambda a: cuda.to_device(np.ascontiguousarray(a), cuda_device)
 
 
-def shuffled(shape, dtype, seed=0):
-    """Distinct values in [-1, 1], in random order."""
-    size = int(np.prod(shape))
-    values = np.linspace(-1, 1, size) if size > 1 else np.full(size, 0.5)
-    return np.random.default_rng(seed).permutation(values).reshape(shape).astype(dtype)
-
-
 def assert_same(got, want, dtype):
     assert cuda.is_cuda_array(got), type(got)
     assert got.shape == want.shape and got.dtype == want.dtype
     np.testing.assert_allclose(cuda.as_numpy(got), want, **TOLERANCES[dtype])
-
-
-def conv_output_shape(x_shape, w_shape, stride, padding, dilation=(1, 1)):
-    (N, _, H, W), (O, _, KH, KW) = x_shape, w_shape
-    return (N, O, checks.output_size(H, KH, stride[0], padding[0], dilation[0]),
-            checks.output_size(W, KW, stride[1], padding[1], dilation[1]))
 
 
 def check_conv(to_cuda, dtype, x_shape, w_shape, stride, padding, dilation=(1, 1), groups=1):
@@ -412,11 +397,11 @@ def test_lenet_forward_backward_and_step_match_cpu(to_cuda, optimizer):
     for model, inputs in ((host, (x, target)), (dev, (to_cuda(x), to_cuda(target)))):
         criterion, opt = nn.CrossEntropyLoss(), optimizer(model.parameters())
         out = model(inputs[0])
-        losses.append(criterion(out, inputs[1]))
+        losses.append(float(criterion(out, inputs[1])))
         dx = model.backward(criterion.backward())
         grads.append([dx] + [p.grad for p in model.parameters()])
         opt.step()
-        losses.append(criterion(model(inputs[0]), inputs[1]))
+        losses.append(float(criterion(model(inputs[0]), inputs[1])))
     assert losses[0] == pytest.approx(losses[2], rel=1e-12) and losses[1] == pytest.approx(losses[3], rel=1e-10)
     for want, got in zip(*grads):
         assert_same(got, want, np.float64)
@@ -439,78 +424,9 @@ def test_conv1d_model_matches_cpu(to_cuda):
         criterion = nn.MSELoss()
         loss = criterion(m(inputs[0]), inputs[1])
         results.append([loss, m.backward(criterion.backward())] + [p.grad for p in m.parameters()])
-    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    assert float(results[0][0]) == pytest.approx(float(results[1][0]), rel=1e-12)
     for want, got in zip(results[0][1:], results[1][1:]):
         assert_same(got, want, np.float64)
-
-
-def _kernel_resources():
-    """scripts/kernel_resources.py, loaded by path: scripts/ is not a package, and putting it on
-    sys.path would shadow tests/sanitizer_bugs.py with scripts/sanitizer_bugs.py."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / "kernel_resources.py"
-    spec = importlib.util.spec_from_file_location("kernel_resources", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def nvcc_builds(tmp_path_factory):
-    """Every kernel file built by nvcc for sm_80 and sm_90 once, for both tests that read the
-    builds (the slowest step of the suite: conv2d.cu's many instances)."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        pytest.skip("nvcc is not on PATH")
-    resources = _kernel_resources()
-    return resources, nvcc, resources.compile_all(tmp_path_factory.mktemp("nvcc"), nvcc)
-
-
-def test_every_kernel_file_compiles_with_nvcc(nvcc_builds):
-    """The kernel text is real CUDA: each file, with its name expressions instantiated, for sm_80
-    and sm_90, and no instance spills registers to local memory (ptxas -warn-spills as an error)."""
-    _, _, builds = nvcc_builds
-    for build in builds:
-        assert build.returncode == 0, f"{build.filename} ({build.arch}):\n{build.output}"
-
-
-def test_kernels_md_resource_tables_are_nvccs_current_output(nvcc_builds):
-    """docs/kernels.md's registers, shared memory and occupancy are what nvcc reports for today's
-    kernels: regenerated from the builds above, the block must be unchanged."""
-    resources, nvcc, builds = nvcc_builds
-    version = resources.nvcc_version(nvcc)
-    text = resources.DOC.read_text()
-    generated_by = re.search(r"from nvcc (.*?); do not edit", text)
-    if generated_by and generated_by.group(1) != version:
-        pytest.skip(f"docs/kernels.md was generated by nvcc {generated_by.group(1)}, this is {version}: "
-                    f"the tables are a function of the compiler")
-    if any(build.returncode for build in builds):
-        pytest.skip("nvcc failed (test_every_kernel_file_compiles_with_nvcc says why)")
-    assert resources.replace_block(text, resources.block(builds, version)) == text, (
-        f"docs/kernels.md's resource tables differ from nvcc's report: run {resources.REFRESH}")
-
-
-def test_kernel_resources_reads_ptxas_and_applies_cudas_occupancy_rules():
-    """The generator's two pieces that run without nvcc: reading a ptxas report (the format of
-    CUDA 13.0's --resource-usage) and cuda_occupancy.h's rules, on cases worked by hand."""
-    resources = _kernel_resources()
-    name = resources.mangled("conv2d_forward<float, 64, 64, 8, 4, 4>")
-    assert name == "_Z14conv2d_forwardIfLi64ELi64ELi8ELi4ELi4EEv"
-    report = (f"ptxas info    : Compiling entry function '{name}PKfS1_' for 'sm_90'\n"
-              f"ptxas info    : Function properties for {name}PKfS1_\n"
-              "    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads\n"
-              "ptxas info    : Used 167 registers, used 1 barriers, 8704 bytes smem, 400 bytes cmem[0]\n")
-    ptx = f".visible .entry {name}PKfS1_(\n.param .u64 a\n)\n.maxntid 256, 1, 1\n{{\n}}\n"
-    found = resources.resources(resources.Build("conv2d.cu", "sm_90", 0, report, ptx))
-    assert found == {f"{name}PKfS1_": resources.Resources(registers=167, shared=8704, stack=0, spills=0,
-                                                          barriers=1, threads=256)}
-    R = resources.Resources
-    # 167 registers: 5376 a warp (rounded to 256), 3 warps of 16384 per sub-partition, 12 an SM.
-    assert resources.occupancy("sm_90", R(167, 8704, 0, 0, 1, 256)) == (1, "registers", 0.125)
-    assert resources.occupancy("sm_90", R(32, 0, 0, 0, 0, 256)) == (8, "threads + registers", 1.0)
-    # 48 KiB + the 1 KiB reserved: 4 blocks in sm_90's 228 KiB, 3 in sm_80's 164 KiB.
-    assert resources.occupancy("sm_90", R(32, 49152, 0, 0, 1, 128))[:2] == (4, "shared memory")
-    assert resources.occupancy("sm_80", R(32, 49152, 0, 0, 1, 128))[:2] == (3, "shared memory")
-    assert resources.occupancy("sm_80", R(16, 0, 0, 0, 0, 32))[:2] == (32, "blocks")
 
 
 def test_a_size_past_the_kernels_int_parameters_is_a_clear_error():
@@ -526,3 +442,32 @@ def test_every_kernel_declares_its_launch_bounds():
     unbounded = [f"{filename}: {k.name}" for filename in cuda_ops.KERNEL_FILES
                  for k in build.kernels(cuda_ops.kernel_source(filename)) if not k.bounds]
     assert unbounded == []
+
+
+def test_the_elementwise_block_is_the_same_in_the_kernels_and_the_launcher():
+    """common.cuh's ELEMENTWISE_BLOCK bounds the kernels that launch.elementwise launches."""
+    defined = re.search(r"^#define ELEMENTWISE_BLOCK (\d+)$", _kernels.with_headers('#include "common.cuh"\n', "x.cu"),
+                        re.M)
+    assert defined and int(defined.group(1)) == launch.ELEMENTWISE_BLOCK
+
+
+def test_each_module_is_one_text_whose_line_markers_name_the_real_file_and_line():
+    """kernel_source pastes our headers in, each once, with no #include left: every line of the
+    text is the line of the file that its #line marker names."""
+    for filename in cuda_ops.KERNEL_FILES:
+        text = cuda_ops.kernel_source(filename)
+        assert not re.search(r"^\s*#\s*include", text, re.M), filename
+        files, starts = {}, re.findall(r'^#line 1 "([^"]+)"$', text, re.M)
+        assert len(starts) == len(set(starts)) and starts[0] == filename, starts  # each file pasted once
+        name, line = filename, 1
+        for row in text.splitlines():
+            marker = re.fullmatch(r'#line (\d+) "([^"]+)"', row)
+            if marker:
+                name, line = marker.group(2), int(marker.group(1))
+                continue
+            if name not in files:
+                files[name] = (_kernels.kernel_folder() / name).read_text().splitlines()
+            original = files[name][line - 1]
+            # A header's second include becomes an empty line.
+            assert row == original or (row == "" and original.startswith("#include")), (filename, name, line)
+            line += 1

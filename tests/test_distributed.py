@@ -1,10 +1,8 @@
 """gpucnn.distributed without MPI processes: the batch split, the bucket layout and the
-errors for a run that cannot start (the MPI runs are in test_distributed_mpi.py)."""
+errors for a run that cannot start (the MPI runs are in test_distributed_mpi.py, the NCCL
+path on a stand-in CuPy in test_distributed_nccl.py)."""
 import builtins
-import ctypes
 import importlib.util
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -115,91 +113,3 @@ def test_train_distributed_timeout_must_be_positive(capsys):
         train.main(["--distributed", "--distributed-timeout", "0"])
     assert e.value.code == 2
     assert "gpucnn-train: error: --distributed-timeout must be positive, but got 0.0" in capsys.readouterr().err
-
-
-class _FakeDeviceArray:
-    """Host memory standing for a CuPy array: what NcclGroup touches is .data.ptr, dtype, len."""
-
-    def __init__(self, a):
-        self.a, self.dtype = a, a.dtype
-        self.data = types.SimpleNamespace(ptr=a.ctypes.data)
-
-    def __len__(self):
-        return len(self.a)
-
-
-def _fake_cupy(monkeypatch, calls, finishes):
-    """cupy and cupy.cuda.nccl as far as NcclGroup uses them, with one rank's NCCL: copies."""
-    class Comm:
-        def __init__(self, ndev, uid, rank):
-            calls.append(("init", ndev, len(uid), rank))
-
-        def reduceScatter(self, send, recv, count, dtype, op, stream):
-            calls.append(("reduceScatter", count, dtype, stream))
-            ctypes.memmove(recv, send, count * 4)
-
-        def allGather(self, send, recv, count, dtype, stream):
-            calls.append(("allGather", count, dtype, stream))
-            ctypes.memmove(recv, send, count * 4)
-
-        def check_async_error(self):
-            pass
-
-        def abort(self):
-            calls.append(("abort",))
-
-    class Stream:
-        ptr = 77
-
-        def __init__(self, non_blocking=False):
-            pass
-
-        def wait_event(self, event):
-            calls.append(("wait_event",))
-
-        def record(self):
-            return types.SimpleNamespace(done=finishes)
-
-    nccl = types.SimpleNamespace(get_unique_id=lambda: tuple(range(-64, 64)), NcclCommunicator=Comm,
-                                 NCCL_FLOAT32=7, NCCL_FLOAT64=8, NCCL_SUM=0)
-    cuda_ns = types.SimpleNamespace(Stream=Stream, get_current_stream=Stream, nccl=nccl)
-    cupy = types.SimpleNamespace(cuda=cuda_ns, empty=lambda n, dtype: _FakeDeviceArray(np.empty(n, dtype)))
-    for name, module in (("cupy", cupy), ("cupy.cuda", cuda_ns), ("cupy.cuda.nccl", nccl)):
-        monkeypatch.setitem(sys.modules, name, module)
-
-
-class _OneRank:
-    rank, size, is_root = 0, 1, True
-
-    def __init__(self):
-        self.watchdog = types.SimpleNamespace(poll=self.poll)
-
-    def broadcast(self, array, what):
-        assert what == "broadcast of the NCCL id" and array.dtype == np.int64
-
-    @staticmethod
-    def poll(done, what):
-        for _ in range(3):
-            if done():
-                return
-        raise distributed.CollectiveTimeout(f"{what} did not complete")
-
-
-@pytest.mark.parametrize("finishes", [True, False])
-def test_nccl_group_orders_its_calls_and_aborts_past_the_deadline(monkeypatch, finishes):
-    """The NCCL path with a stand-in CuPy (the real one runs only on a GPU: test_distributed_mpi.py)."""
-    from gpucnn.distributed.nccl import NcclGroup
-    calls = []
-    _fake_cupy(monkeypatch, calls, finishes)
-    group = NcclGroup(_OneRank())
-    buf = _FakeDeviceArray(np.arange(6, dtype=np.float32))
-    group.start(buf)
-    assert calls == [("init", 1, 128, 0), ("wait_event",), ("reduceScatter", 6, 7, 77), ("allGather", 6, 7, 77)]
-    if finishes:
-        group.finish()
-        np.testing.assert_array_equal(buf.a, np.arange(6))
-        assert group.chunks == []
-    else:
-        with pytest.raises(distributed.CollectiveTimeout, match="NCCL gradient all-reduce did not complete"):
-            group.finish()
-        assert calls[-1] == ("abort",)

@@ -79,6 +79,15 @@ def test_a_killed_rank_ends_the_job():
     assert seconds < 30, out
 
 
+def test_a_rank_stuck_in_nccl_init_stops_the_job_after_the_timeout(tmp_path):
+    rc, out, seconds = scenario("nccl_init_hang", 2, env={"GPUCNN_CUDA_EMULATOR": "0", "TMPDIR": str(tmp_path)})
+    assert rc != 0, out
+    assert ("rank 0: NCCL init (every rank joins the communicator) did not complete within 2 s: every rank is "
+            "alive but the collective did not complete; NCCL_DEBUG=INFO shows what NCCL waits for") in out, out
+    assert "rank 0 finished" not in out, out
+    assert seconds < 40, out
+
+
 def _weights(run):
     from gpucnn import checkpoint
     return checkpoint.load_model(run)[0]
@@ -145,9 +154,18 @@ def _gpus():
 def test_nccl_sums_cupy_buckets(ranks):
     if _gpus() < ranks:
         pytest.skip(f"needs {ranks} GPUs")
-    rc, out, _ = scenario("nccl_sum", ranks)
+    rc, out, _ = scenario("nccl_sum", ranks, "cupy")
     assert rc == 0, out
     assert out.count("nccl sum ok") == ranks, out
+
+
+@pytest.mark.parametrize("version", [13, 14])
+def test_nccl_sums_buckets_on_a_standin_cupy(version):
+    """The same ranks on tests/cupy_standin_nccl.py (CuPy 13's or 14's signatures): the NCCL id
+    crosses processes, each rank joins on its own GPU, and the sums cross processes too."""
+    rc, out, _ = scenario("nccl_sum", 2, f"standin{version}", env={"GPUCNN_CUDA_EMULATOR": "0"})
+    assert rc == 0, out
+    assert out.count("nccl sum ok") == 2, out
 
 
 @pytest.mark.gpu
@@ -256,9 +274,9 @@ def emulator_arrays():
     """The CUDA emulator's device arrays go through the host (MPI) path and stay device arrays."""
     from gpucnn import cuda, distributed, nn
     world = distributed.init(timeout=60)
-    params = [nn.Parameter(np.zeros(s, np.float32).view(cuda.EmulatedDeviceArray)) for s in [(3, 2), (5,)]]
+    params = [nn.Parameter(cuda.EmulatedDeviceArray(np.zeros(s, np.float32))) for s in [(3, 2), (5,)]]
     for i, p in enumerate(params):
-        p.grad = np.full(p.data.shape, 10.0 * (world.rank + 1) + i, np.float32).view(cuda.EmulatedDeviceArray)
+        p.grad = cuda.EmulatedDeviceArray(np.full(p.data.shape, 10.0 * (world.rank + 1) + i, np.float32))
     bucket = distributed.buckets.make_buckets(params, world.size, 2 ** 20)
     summer = distributed.host.HostSum(world)
     for b in bucket:
@@ -269,14 +287,18 @@ def emulator_arrays():
     for i, p in enumerate(params):
         assert isinstance(p.grad, cuda.EmulatedDeviceArray), type(p.grad)
         # sum over r of (r+1) * (10 (r+1) + i) / sum of (r+1), with ranks 0, 1: (10+i + 2 (20+i)) / 3
-        np.testing.assert_allclose(p.grad, (10 + i + 2 * (20 + i)) / 3, rtol=1e-6)
+        np.testing.assert_allclose(cuda.as_numpy(p.grad), (10 + i + 2 * (20 + i)) / 3, rtol=1e-6)
     print(f"rank {world.rank}: emulator arrays ok", flush=True)
 
 
-def nccl_sum():
-    """CuPy gradients through NCCL: rank r has r + 1 samples and gradient 10 (r + 1) + i."""
+def nccl_sum(cupy):
+    """CuPy gradients through NCCL: rank r has r + 1 samples and gradient 10 (r + 1) + i.
+    `cupy`: "cupy", or "standin13"/"standin14" for tests/cupy_standin_nccl.py with a GPU per rank."""
     from gpucnn import cuda, distributed, nn
     world = distributed.init(timeout=120)
+    if cupy.startswith("standin"):
+        import cupy_standin_nccl  # beside this file, on sys.path as the script's folder
+        cupy_standin_nccl.StandIn(int(cupy[len("standin"):]), gpus=world.size).install()
     distributed.select_local_gpu(world)
     params = [nn.Parameter(cuda.to_device(np.zeros(s, np.float32), "cuda")) for s in [(3, 2), (5,)]]
     for i, p in enumerate(params):
@@ -292,7 +314,28 @@ def nccl_sum():
         assert cuda.device_of(p.grad) == "cuda"
         expected = (weights * (10.0 * weights + i)).sum() / weights.sum()
         np.testing.assert_allclose(cuda.as_numpy(p.grad), expected, rtol=1e-6)
+    if cupy.startswith("standin"):
+        world.barrier()  # rank 0's rendezvous folder goes with its process: the others are done with it
     print(f"rank {world.rank}: nccl sum ok", flush=True)
+
+
+def nccl_init_hang():
+    """Rank 1 never comes out of its NCCL init, so rank 0's never completes (stand-in CuPy 14)."""
+    from gpucnn import distributed
+
+    @distributed.abort_on_error
+    def run():
+        import cupy_standin_nccl
+        world = distributed.init(timeout=60)
+        standin = cupy_standin_nccl.StandIn(14, gpus=world.size)
+        standin.install()
+        distributed.select_local_gpu(world)
+        world.watchdog.timeout = 2.0  # short only now: ranks may start seconds apart on a busy machine
+        if world.rank == 1:
+            standin.modules["cupy.cuda.nccl"].NcclCommunicator = lambda *args: time.sleep(60)
+        world.nccl()
+        print(f"rank {world.rank} finished", flush=True)
+    run()
 
 
 def _faulty_run(fault):

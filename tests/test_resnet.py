@@ -103,7 +103,7 @@ def test_training_steps_match_torch(device, dtype):
         loss_t = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y), label_smoothing=0.1)
         loss_t.backward()
         opt_t.step()
-        np.testing.assert_allclose(loss, loss_t.item(), **TOLERANCES[dtype], err_msg=f"loss of step {step}")
+        np.testing.assert_allclose(as_numpy(loss), loss_t.item(), **TOLERANCES[dtype], err_msg=f"loss of step {step}")
     want = theirs.state_dict()
     got = ours.state_dict()
     assert list(got) == list(want)

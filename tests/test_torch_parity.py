@@ -266,7 +266,7 @@ def test_training_steps_match_torch_end_to_end(device):
         loss_t = torch.nn.functional.cross_entropy(theirs(torch.from_numpy(x)), torch.from_numpy(y))
         loss_t.backward()
         opt_t.step()
-        np.testing.assert_allclose(loss, loss_t.item(), rtol=1e-10)
+        np.testing.assert_allclose(as_numpy(loss), loss_t.item(), rtol=1e-10)
     assert all(device_of(p.data) == device for p in ours.parameters())
     for k, v in from_torch_state(theirs.state_dict()).items():
         np.testing.assert_allclose(ours.state_dict()[k], v, rtol=1e-9, atol=1e-12, err_msg=k)

@@ -212,7 +212,7 @@ class Transfers:
     (cuda.as_numpy) or as a Python number (float, int, bool, .item(), printing). On the
     emulator, a device array is EmulatedDeviceArray: its conversions are patched to count."""
 
-    HOOKS = ("__float__", "__int__", "__bool__", "__index__", "item", "tolist", "__format__", "__repr__", "__str__")
+    HOOKS = ("__float__", "__int__", "__bool__", "item", "tolist", "__format__", "__repr__", "__str__")
 
     def __init__(self, monkeypatch):
         from gpucnn import cuda
@@ -226,11 +226,9 @@ class Transfers:
                 self.outside_reports.append(what)
 
         for name in self.HOOKS:
-            real = getattr(np.ndarray, name)
-
-            def hook(array, *args, _real=real, _name=name):
+            def hook(array, *args, _name=name):
                 count(_name)
-                return _real(array.view(np.ndarray), *args)
+                return getattr(cuda.memory(array), _name)(*args)
             monkeypatch.setattr(cuda.EmulatedDeviceArray, name, hook, raising=False)
         real_as_numpy = cuda.as_numpy
 

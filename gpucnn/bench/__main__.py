@@ -269,12 +269,19 @@ def device_name(device, gpucnn_rival):
     if device == "cpu":
         return report.cpu_name()
     xp = gpucnn_rival.xp
-    if xp is np:
+    if xp is not cuda.cupy_if_loaded():  # the emulator's stand-in for CuPy
         return f"CUDA emulator on {report.cpu_name()}"
     return xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)["name"].decode()
 
 
 def main(argv=None):
+    try:
+        return run(argv)
+    except cuda.DeviceSetupError as e:  # an old driver, a kernel module NVRTC refuses: one line, no traceback
+        sys.exit(f"python -m gpucnn.bench: error: {e}")
+
+
+def run(argv):
     args = parse_args(argv)
     if args.distributed:
         return distributed.run(args)
@@ -285,7 +292,7 @@ def main(argv=None):
     torch_ok = torch_version() is not None and not args.no_torch
     probe = Gpucnn(device)
     name = device_name(device, probe)
-    cupy_module = probe.xp if probe.xp is not np else None
+    cupy_module = probe.xp if probe.xp is cuda.cupy_if_loaded() else None
     info = report.machine(device, name, threads, torch_version() if torch_ok else None,
                           cupy_module.__version__ if cupy_module else None)
     info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

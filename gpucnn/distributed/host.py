@@ -8,6 +8,8 @@ chunk on one rank only and copies it to the others, so every rank ends bit-ident
 """
 import numpy as np
 
+from .. import cuda
+
 
 class HostSum:
     def __init__(self, world):
@@ -16,6 +18,7 @@ class HostSum:
 
     def start(self, buf):
         """Begin summing one bucket over all ranks, in place (every rank starts its buckets in the same order)."""
+        buf = cuda.as_numpy(buf)  # an emulated device array's memory itself, so the sum lands in it
         chunk = np.empty(len(buf) // self.world.size, buf.dtype)
         request = self.world.comm.Ireduce_scatter_block(buf, chunk, op=self.world.MPI.SUM)
         self.pending.append((len(self.pending), buf, chunk, request))

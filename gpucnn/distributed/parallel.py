@@ -20,6 +20,7 @@ import json
 
 import numpy as np
 
+from .. import cuda
 from ..nn import Module, Sequential
 from .buckets import make_buckets
 from .host import HostSum
@@ -101,8 +102,9 @@ class DistributedDataParallel(Module):
 
     def _start(self, bucket, samples):
         buf = bucket.pack(samples)
-        if self._summer is None:
-            self._summer = HostSum(self.world) if isinstance(buf, np.ndarray) else self.world.nccl()
+        if self._summer is None:  # CuPy's arrays through NCCL; NumPy's and the emulator's through MPI on the host
+            cp = cuda.cupy_if_loaded()
+            self._summer = self.world.nccl() if cp is not None and isinstance(buf, cp.ndarray) else HostSum(self.world)
         self._summer.start(buf)
 
     def _finish(self):

@@ -8,7 +8,10 @@ The source is compiled as C++ by g++ with a small header (cuda_host.h) that defi
 CUDA vocabulary; launch.h runs each block's threads as fibers meeting at __syncthreads().
 RawModule(..., sanitize=True), or GPUCNN_EMULATOR_SANITIZE=1, turns on the checking mode:
 out-of-bounds and misaligned accesses, races, uninitialized reads and barrier misuse end the
-launch with a `KernelError` naming the check, the threads and the address. See docs/emulator.md.
+launch with a `KernelError` naming the check, the threads and the address. A TF32
+tensor-core product (mma.sync m16n8k8; tensor_core.h) gives the bits of the architecture that
+GPUCNN_EMULATOR_ARCH names, as MMA-Sim models it: sm_80, sm_86, sm_89, sm_90 (the default),
+sm_100 or sm_120. See docs/emulator.md.
 """
 from .build import sanitize_enabled
 from .memory import mark_uninitialized

@@ -14,9 +14,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .. import files
+
 HERE = Path(__file__).resolve().parent
-HEADERS = ("cuda_host.h", "fiber.h", "block.h", "sanitizer.h", "launch.h", "mma.h")
+HEADERS = ("cuda_host.h", "fiber.h", "block.h", "sanitizer.h", "launch.h", "mma.h", "tensor_core.h")
 COMPILER = "g++"
+# The architectures whose TF32 tensor-core arithmetic tensor_core.h models (GPUCNN_EMULATOR_ARCH).
+ARCHES = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+DEFAULT_ARCH = "sm_90"
 # Floating point as on a GPU: no multiply-add contracted into an FMA behind the kernel's back
 # (NVRTC runs with --fmad=false; the kernels write their FMAs as fmaf/fma, a true fused
 # operation here too), IEEE division and square root, no fast-math.
@@ -203,7 +208,7 @@ def host_source(source, sanitize=False):
 
 def wrapper_source(entries):
     """C++ exporting, for each kernel expression, its launcher and its parameter description."""
-    lines = ['#include "cuda_host.h"', '#include "launch.h"', '#include "kernels.cu"', ""]
+    lines = ['#include "cuda_host.h"', '#include "launch.h"', '#include "mma.h"', '#include "kernels.cu"', ""]
     for i, expression in enumerate(entries):
         lines += [
             f"// {expression}",
@@ -252,6 +257,18 @@ def compiler_options(options):
     return kept
 
 
+def target_arch():
+    """The GPU whose TF32 tensor-core arithmetic the emulator reproduces bit for bit
+    (tensor_core.h): $GPUCNN_EMULATOR_ARCH, sm_90 when unset."""
+    arch = os.environ.get("GPUCNN_EMULATOR_ARCH", "") or DEFAULT_ARCH
+    if arch not in ARCHES:
+        raise ValueError(
+            f"CUDA emulator: GPUCNN_EMULATOR_ARCH={arch!r} is not an architecture whose tensor cores it models; "
+            f"accepted: {', '.join(ARCHES)}"
+        )
+    return arch
+
+
 def sanitize_enabled():
     return os.environ.get("GPUCNN_EMULATOR_SANITIZE", "") not in ("", "0")
 
@@ -262,16 +279,12 @@ def debug_enabled():
 
 def cache_dir():
     """$GPUCNN_EMULATOR_CACHE, else gpucnn/emulator in the user's cache directory."""
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gpucnn" / "emulator"
-    path = Path(os.environ.get("GPUCNN_EMULATOR_CACHE") or default)
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        return files.cache_dir("emulator", "GPUCNN_EMULATOR_CACHE")
     except OSError as e:
         raise RuntimeError(
-            f"CUDA emulator: cannot create its build cache {path} ({e}); "
-            f"set GPUCNN_EMULATOR_CACHE to a writable directory"
+            f"CUDA emulator: cannot create its build cache ({e}); set GPUCNN_EMULATOR_CACHE to a writable directory"
         ) from e
-    return path
 
 
 @functools.cache
@@ -296,7 +309,7 @@ def flags(sanitize):
     mode = DEBUG_FLAGS if debug_enabled() else RELEASE_FLAGS
 
     return [*mode, *FLOAT_FLAGS, *(("-mfma",) if _cpu_has_fma() else ()), *(SANITIZE_FLAGS if sanitize else ()),
-            *COMMON_FLAGS]
+            *COMMON_FLAGS, f"-DGPUCNN_EMU_SM={target_arch().removeprefix('sm_')}"]
 
 
 def build(source, options, entries, sanitize=False):
@@ -326,7 +339,9 @@ def build(source, options, entries, sanitize=False):
     workdir = Path(tempfile.mkdtemp(prefix="build-", dir=cache))
     (workdir / "kernels.cu").write_text(kernels)
     (workdir / "wrapper.cpp").write_text(wrapper)
-    for command in ([COMPILER, *compile_flags, "-I", str(HERE), "-c", "wrapper.cpp", "-o", "module.o"],
+    # -iquote: the wrapper's `#include "cuda_host.h"` finds the emulator's headers, and a kernel's
+    # `#include <...>` finds none of them, as NVRTC would not.
+    for command in ([COMPILER, *compile_flags, "-iquote", str(HERE), "-c", "wrapper.cpp", "-o", "module.o"],
                     [COMPILER, *link_flags, "module.o", "-o", "module.so"]):
         result = subprocess.run(command, cwd=workdir, capture_output=True, text=True,
                                 env={**os.environ, "LC_ALL": "C"})

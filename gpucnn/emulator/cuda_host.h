@@ -9,10 +9,15 @@
 // Supported: the qualifiers below, static and `extern __shared__` (dynamic) shared memory,
 // the atomics and intrinsics defined here, the <math.h> functions, printf, assert (a failed
 // one ends the launch with an error, see launch.h); block.h adds __syncthreads, __syncwarp,
-// the warp shuffles and votes, and mma.h the TF32 warp matrix operations (nvcuda::wmma).
+// the warp shuffles and votes, and mma.h the TF32 tensor-core instructions that
+// cuda_kernels/mma_tf32.cuh writes as inline PTX (it calls mma.h's under GPUCNN_EMULATOR).
 // Not supported: textures, surfaces, cooperative groups, the
 // __constant__ memory a host writes through a symbol, half precision, inline PTX.
 #pragma once
+
+// Defined for the kernel source: where a kernel needs a GPU instruction in inline PTX, it
+// calls the emulator's model of it instead.
+#define GPUCNN_EMULATOR 1
 
 #include <cassert>
 #include <cmath>

@@ -36,13 +36,35 @@ class KernelError(RuntimeError):
     """A launch that a GPU would fail, or that the checking mode caught doing something wrong.
 
     `check` names what was found: "out-of-bounds", "misaligned", "race", "uninitialized",
-    "barrier", "launch" or "assert"; `kernel` the kernel; `line` the source line of the
-    offending access, where known.
+    "barrier", "launch" or "assert"; `kernel` the kernel; `file` and `line` where the offending
+    access is, where known: `file` the name a `#line` marker gives that part of the source (a
+    pasted header's, see gpucnn.backends.cuda._kernels.with_headers), else "kernels.cu", and
+    `line` the line in it.
     """
 
-    def __init__(self, message, check, kernel, line=None):
+    def __init__(self, message, check, kernel, line=None, file=None):
         super().__init__(message)
-        self.check, self.kernel, self.line = check, kernel, line
+        self.check, self.kernel, self.line, self.file = check, kernel, line, file
+
+
+# The name g++ knows the kernel source by, and the `#line N "file"` markers that name the
+# files pasted into it.
+_SOURCE = "kernels.cu"
+_LINE_MARKER = re.compile(r'^#line (\d+) "([^"]+)"', re.M)
+
+
+def _source_text(code, file, line):
+    """The text of line `line` of `file` in code, following its `#line` markers."""
+    at = (_SOURCE, 1)
+    for text in code.splitlines():
+        marker = _LINE_MARKER.match(text)
+        if marker:
+            at = (marker.group(2), int(marker.group(1)))
+            continue
+        if at == (file, line):
+            return text.strip()
+        at = (at[0], at[1] + 1)
+    return ""
 
 
 class RawModule:
@@ -150,33 +172,37 @@ class RawKernel:
                 failed = self._run(grid, block, slots, shared_mem)
             if failed:
                 check = self._last_check().decode() or "launch"
-                message, line = self._last_error().decode(), None
+                message, file, line = self._last_error().decode(), None, None
                 if self._module.sanitize:
-                    line = self._source_line()
+                    file, line = self._source_line()
                     if line:
-                        message += f"\n  at line {line} of the kernel source: {self._module.code.splitlines()[line - 1].strip()}"
+                        text = _source_text(self._module.code, file, line)
+                        where = f"line {line} of the kernel source" if file == _SOURCE else f"{file}:{line}"
+                        message += f"\n  at {where}: {text}"
         if failed:
-            raise KernelError(f"{self.name}: {message}", check, self.name, line)
+            raise KernelError(f"{self.name}: {message}", check, self.name, line, file)
 
     def _run(self, grid, block, slots, shared_mem):
         return self._launch((ctypes.c_uint * 3)(*grid), (ctypes.c_uint * 3)(*block), slots.ctypes.data,
                             int(shared_mem), self._flags)
 
     def _source_line(self):
-        """The kernel-source line of the access the checking mode reported, from the debug
-        information (addr2line), or None."""
+        """(file, line) of the access the checking mode reported, in the kernel source or a
+        file its `#line` markers name, from the debug information (addr2line); (None, None)
+        if unknown."""
         pc_of = self._module._library.gpucnn_emu_last_pc
         pc_of.restype = ctypes.c_uint64
         pc = pc_of()
         if not pc or shutil.which("addr2line") is None:
-            return None
+            return None, None
         result = subprocess.run(["addr2line", "-i", "-e", str(self._module._path), hex(pc)], capture_output=True,
                                 text=True)
+        files = {_SOURCE, *(name for _, name in _LINE_MARKER.findall(self._module.code))}
         for location in result.stdout.splitlines():  # innermost inlined frame first
-            match = re.match(r"(.*kernels\.cu):(\d+)", location)
-            if match:
-                return int(match.group(2))
-        return None
+            match = re.match(r"(?:.*/)?([^/]*):(\d+)", location)
+            if match and match.group(1) in files:
+                return match.group(1), int(match.group(2))
+        return None, None
 
     def _argument_slots(self, args):
         """One 8-byte slot per parameter holding the exact bytes of its value: an array's data

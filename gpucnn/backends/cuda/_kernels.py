@@ -5,13 +5,14 @@ their dtypes and shapes checked, and every scalar passed as the exact NumPy type
 kernel's parameter (np.int32 for int). Each family module declares its own kernels
 (`declare`), so a new family adds a module and touches nothing here.
 """
+import re
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from ... import cuda
-from . import launch
+from . import _module_cache, launch
 
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
@@ -24,7 +25,14 @@ KERNEL_OPTIONS = ("-std=c++17", "--fmad=false", "--prec-div=true", "--prec-sqrt=
 # one of launch.GEMM_TILES (each GEMM kernel has an instance per tile) and {tf32_tile} one of
 # launch.TF32_TILES (the TF32 kernels, float only, have no {T}).
 _kernels = {}
-_modules = {}  # (file name, emulated?) -> compiled module, built once per process
+# Both tables are keyed by device: None for the emulator, else the id of the GPU that CuPy
+# launches on (the current one). A module is compiled for its device's arch, and GPUs of one
+# process may differ in arch; a RawKernel keeps a Function per device itself
+# (RawKernel._kernel, cupy/_core/raw.pyx, v13.6.0 and v14.2.0).
+_modules = {}  # (file name, device) -> (RawModule, {name expression: its name in the module})
+# (kernel, dtype, tile, device) -> the instance's RawKernel, made once: CuPy's get_function
+# builds a new RawKernel at every call (device queries, a cache look-up, cuModuleGetFunction).
+_functions = {}
 
 
 def declare(filename, kernels):
@@ -40,24 +48,64 @@ def kernel_files():
     return tuple(dict.fromkeys(filename for filename, _ in _kernels.values()))
 
 
-def _raw_module_class(emulated):
-    if emulated:
-        from ...emulator import RawModule
-        return RawModule
-    import cupy
-    return cupy.RawModule
-
-
-def kernel_source(filename):
-    """The text of one of the package's .cu files. A wheel has them in gpucnn/cuda_kernels; in
-    a source tree that is a link to the top-level cuda_kernels/, which a checkout without
+def kernel_folder():
+    """The folder of the package's kernel files. A wheel has them in gpucnn/cuda_kernels; in a
+    source tree that is a link to the top-level cuda_kernels/, which a checkout without
     symbolic links turns into a one-line text file: then the top-level folder is read."""
     folder = resources.files("gpucnn") / "cuda_kernels"
     if not folder.is_dir():
         folder = Path(__file__).resolve().parents[3] / "cuda_kernels"
+    return folder
+
+
+def kernel_source(filename):
+    """The compile-ready text of one of the package's .cu files: its own text with the
+    project headers it includes pasted in (with_headers), which NVRTC, nvcc and the emulator
+    all compile as it is."""
+    folder = kernel_folder()
     if not (folder / filename).is_file():
         raise RuntimeError(f"gpucnn: the CUDA kernel file {filename} is missing from {folder}; reinstall gpucnn")
-    return (folder / filename).read_text()
+    return with_headers((folder / filename).read_text(), filename, folder)
+
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*(?:"([^"]*)"|<([^>]*)>)[^\n]*$', re.M)
+
+
+def with_headers(text, name, folder=None):
+    """text (of the file called name) with each `#include "header.cuh"` line replaced by the
+    header's text from folder (kernel_folder() by default), whose own includes are pasted in
+    turn, each header once. `#line` markers name the real file and line of every line
+    (`#line 1 "common.cuh"` before a header's text, `#line N "conv2d.cu"` after it), so
+    compilers' errors, and the emulator's checking mode, point into the files themselves.
+    Kernel files include our headers only: a system or CUDA header (`#include <mma.h>`) is
+    an error, since NVRTC has none on a pip-only install."""
+    folder = kernel_folder() if folder is None else folder
+    pasted = set()
+
+    def paste(text, name, chain):
+        out, last = [], 0
+        for match in _INCLUDE.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            header, system = match.groups()
+            if system is not None:
+                raise ValueError(f"{name}:{line}: #include <{system}>: kernel files include only the project's "
+                                 f"headers (#include \"name.cuh\", from {folder})")
+            if header in chain:
+                raise ValueError(f"{name}:{line}: #include \"{header}\" includes itself, through "
+                                 f"{' -> '.join(chain + (header,))}")
+            if not (folder / header).is_file():
+                raise RuntimeError(f"gpucnn: {name}:{line} includes \"{header}\", which is missing from {folder}; "
+                                   f"reinstall gpucnn")
+            out.append(text[last:match.start()])
+            if header not in pasted:  # a second include of a header adds nothing, as #pragma once
+                pasted.add(header)
+                body = paste((folder / header).read_text(), header, chain + (header,))
+                out.append(f'#line 1 "{header}"\n{body}' + ("" if body.endswith("\n") else "\n")
+                           + f'#line {line + 1} "{name}"')
+            last = match.end()
+        return "".join(out) + text[last:]
+
+    return f'#line 1 "{name}"\n' + paste(text, name, (name,))
 
 
 def _instance(kernel, c_type, tile=None):
@@ -78,13 +126,18 @@ def name_expressions(filename):
                                for c in C_TYPES.values() for tile in _tiles(k)))
 
 
-def _module(filename, emulated):
-    key = (filename, emulated)
+def _module(filename, device):
+    """The module built from filename for device, compiled once per process (on a GPU, once
+    per machine: _module_cache), and the name its get_function takes for each name expression."""
+    key = (filename, device)
     if key not in _modules:
-        # code=, not path=: CuPy's path= loads a compiled cubin/PTX, not source.
-        _modules[key] = _raw_module_class(emulated)(
-            code=kernel_source(filename), options=KERNEL_OPTIONS, name_expressions=name_expressions(filename)
-        )
+        source, names = kernel_source(filename), name_expressions(filename)
+        if device is None:
+            from ...emulator import RawModule
+            _modules[key] = (RawModule(code=source, options=KERNEL_OPTIONS, name_expressions=names),
+                             {name: name for name in names})
+        else:
+            _modules[key] = _module_cache.load(filename, source, KERNEL_OPTIONS, names)
     return _modules[key]
 
 
@@ -93,21 +146,27 @@ def launch_kernel(kernel, config, like, args):
     if config is None:
         return
     emulated = isinstance(like, cuda.EmulatedDeviceArray)
-    instance = _instance(kernel, C_TYPES[like.dtype], config.tile)
-    function = _module(_kernels[kernel][0], emulated).get_function(instance)
+    device = None if emulated else cuda.cupy_if_loaded().cuda.runtime.getDevice()
+    key = (kernel, like.dtype, config.tile, device)
+    function = _functions.get(key)
+    if function is None:
+        module, names = _module(_kernels[kernel][0], device)
+        function = _functions[key] = module.get_function(names[_instance(kernel, C_TYPES[like.dtype], config.tile)])
+    if emulated:  # the emulator's kernels take the device memory itself
+        args = tuple(cuda.memory(a) if isinstance(a, cuda.EmulatedDeviceArray) else a for a in args)
     function(config.grid, config.block, args, shared_mem=config.shared_mem)
 
 
 def empty(shape, dtype, like):
     """An output on like's device: a CuPy array, or an EmulatedDeviceArray under the emulator
     (whose checking mode then reports a kernel that reads it before some kernel wrote it)."""
-    xp = cuda.get_array_module(like)
-    out = xp.empty(shape, dtype=dtype)
-    if xp is not np:
+    out = cuda.get_array_module(like).empty(shape, dtype=dtype)
+    if not isinstance(out, cuda.EmulatedDeviceArray):
         return out
     from ... import emulator
-    out = out.view(cuda.EmulatedDeviceArray)
-    return emulator.mark_uninitialized(out) if emulator.sanitize_enabled() else out
+    if emulator.sanitize_enabled():
+        emulator.mark_uninitialized(cuda.memory(out))
+    return out
 
 
 def ints(*values):

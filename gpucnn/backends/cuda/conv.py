@@ -1,4 +1,5 @@
-"""Convolution on device "cuda": launches of cuda_kernels/conv2d.cu (see `gpucnn.backends`)."""
+"""Convolution on device "cuda": launches of cuda_kernels/conv2d.cu and, for TF32, conv2d_tf32.cu
+(see `gpucnn.backends`)."""
 from collections import namedtuple
 
 import numpy as np
@@ -10,12 +11,15 @@ _kernels.declare("conv2d.cu", {
     "conv2d_forward": "{T}, {tile}",
     "conv2d_backward_data_full_rot180": "{T}, {tile}",
     "conv2d_backward_weight": "{T}, {tile}",
-    # The same passes on TF32 tensor cores, for float32 under set_float32_matmul_precision("high").
+    "add_partial_sums": f"{{T}}, {launch.ELEMENTWISE_BLOCK}",
+    "conv2d_backward_bias": f"{{T}}, {launch.REDUCE_BLOCK}",
+})
+# The same passes on TF32 tensor cores, for float32 under set_float32_matmul_precision("high"):
+# a module of their own, so that a failure to build it never takes the strict kernels with it.
+_kernels.declare("conv2d_tf32.cu", {
     "conv2d_forward_tf32": "{tf32_tile}",
     "conv2d_backward_data_full_rot180_tf32": "{tf32_tile}",
     "conv2d_backward_weight_tf32": "{tf32_tile}",
-    "add_partial_sums": f"{{T}}, {launch.ELEMENTWISE_BLOCK}",
-    "conv2d_backward_bias": f"{{T}}, {launch.REDUCE_BLOCK}",
 })
 
 

@@ -59,9 +59,9 @@ GATHER_COST = 30
 
 @dataclass(frozen=True)
 class Tf32Tile:
-    """The template arguments of conv2d.cu's TF32 GEMM kernels (tiled_gemm_tf32): a block
-    computes rows x cols of the product on tensor cores, k_slice (one m16n16k8 step) values
-    of k at a time, each of its warps warp_rows x warp_cols of it in 16 x 16 fragments."""
+    """The template arguments of conv2d_tf32.cu's GEMM kernels (tiled_gemm_tf32): a block
+    computes rows x cols of the product on tensor cores, k_slice (one m16n8k8 step) values
+    of k at a time, each of its warps warp_rows x warp_cols of it in 16 x 8 fragments."""
     rows: int
     cols: int
     warp_rows: int
@@ -77,8 +77,9 @@ class Tf32Tile:
         return f"{self.rows}, {self.cols}, {self.warp_rows}, {self.warp_cols}"
 
 
-# Four warps each: a 32 x 32 warp patch (2 x 2 fragments) reads 4 fragments for 4 products;
-# the narrow tiles serve the same few-column and few-row products as GEMM_TILES' do.
+# Four warps each: a 32 x 32 warp patch (2 x 4 fragments) reads 2 fragments of A and 4 of B
+# for 8 products; the narrow tiles serve the same few-column and few-row products as
+# GEMM_TILES' do.
 TF32_TILES = (
     Tf32Tile(64, 64, 32, 32),   # the general case
     Tf32Tile(128, 16, 32, 16),  # few columns: forward of a layer with 6 or 16 filters
